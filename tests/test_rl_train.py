@@ -126,9 +126,13 @@ if ENV_TYPE not in EnvConfig.get_known_choices():
             return {"episode_length": self.episode_length}
 
         def create_envs(self, n_envs: int, use_async_envs: bool = False):
+            """One vector env per comma-separated task name (all the same reaching task)."""
             make = [lambda: ReachEnv(self.episode_length) for _ in range(n_envs)]
-            vec = gym.vector.SyncVectorEnv(make, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-            return {"reach": {0: vec}}
+            mode = gym.vector.AutoresetMode.SAME_STEP
+            return {
+                task: {0: gym.vector.SyncVectorEnv(make, autoreset_mode=mode)}
+                for task in self.task.split(",")
+            }
 
 
 def _tiny_policy(cfg):
@@ -234,6 +238,18 @@ def test_grpo_cli_trains_saves_resumes_and_survives_an_env_crash(monkeypatch, tm
     assert (out / "checkpoints" / "000003" / "pretrained_model" / "model.safetensors").is_file()
     resumed = load_file(out / "checkpoints" / "000003" / "pretrained_model" / "model.safetensors")
     assert any(not torch.equal(after[k], resumed[k]) for k in action_keys)
+
+
+def test_grpo_takes_the_tasks_of_a_multi_task_env_in_turn(monkeypatch, tmp_path, stage1):
+    out = tmp_path / "grpo"
+    _run(
+        monkeypatch, f"--policy.path={stage1}", "--policy.device=cpu", f"--env.type={ENV_TYPE}",
+        "--env.task=reach,reach_again", "--env.episode_length=4", f"--output_dir={out}", "--group_size=2",
+        "--iterations=3", "--eval_every=3", "--eval_episodes=1", "--track_ref_kl=false", "--wandb.enable=false",
+    )  # fmt: skip
+    logs = _metrics(out)
+    assert [log["task"] for log in logs] == ["reach/0", "reach_again/0", "reach/0"]
+    assert 0.0 <= logs[-1]["eval_pc_success"] <= 100.0  # averaged over both tasks
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
         --env.type=aim_metaworld --env.task=pick-place-v3 --output_dir=outputs/grpo/pick_place \\
         --iterations=200 --group_size=8 --num_initial_states=2
 
-Each iteration resets ``num_initial_states`` groups of ``group_size`` envs (the envs of a group get
+Each iteration takes the next task of the env config (a multi-task config, e.g. a MetaWorld
+difficulty group, is trained on its tasks in turn), resets ``num_initial_states`` groups of ``group_size`` envs (the envs of a group get
 the same seed, hence the same initial state), rolls them out with stochastic (flow-SDE) action
 chunks, scores each episode (sparse success + the frozen value head's dense reward), normalises the
 returns within each group into advantages, and updates only the action stream with the clipped GRPO
@@ -22,6 +23,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import draccus
@@ -193,19 +195,12 @@ def group_seeds(seed: int, iteration: int, num_initial_states: int, group_size: 
     ]
 
 
-def _first_vec_env(envs: dict) -> tuple[str, object]:
-    """GRPO runs one task: the first (suite, task) of make_env's mapping; the others are closed."""
-    items = [(suite, task_id, env) for suite, tasks in envs.items() for task_id, env in tasks.items()]
+def _task_envs(envs: dict) -> list[tuple[str, object]]:
+    """make_env's ``{suite: {task_id: vector env}}`` as a list of ("suite/task_id", vector env)."""
+    items = [(f"{suite}/{task_id}", env) for suite, tasks in envs.items() for task_id, env in tasks.items()]
     if not items:
         raise ValueError("make_env returned no environment.")
-    if len(items) > 1:
-        logger.warning(
-            "The env config gives %d tasks; Stage II trains on one task per run: using %s/%s.",
-            len(items), items[0][0], items[0][1],
-        )  # fmt: skip
-        for _, _, env in items[1:]:
-            env.close()
-    return f"{items[0][0]}/{items[0][1]}", items[0][2]
+    return items
 
 
 def _camera_sources(policy_cameras: list[str], rename_map: dict[str, str]) -> dict[str, str]:
@@ -244,18 +239,20 @@ def save_grpo_checkpoint(
     return checkpoint_dir
 
 
-def _evaluate(cfg, env, policy, env_preprocessor, env_postprocessor, preprocessor, postprocessor) -> dict:
-    """Deterministic (ODE) evaluation with lerobot-eval's own loop."""
+def _evaluate(cfg, envs, policy, env_preprocessor, env_postprocessor, preprocessor, postprocessor) -> dict:
+    """Deterministic (ODE) evaluation with lerobot-eval's own loop, averaged over the tasks' envs."""
     from lerobot.scripts.lerobot_eval import eval_policy
 
+    infos = []
     with torch.no_grad():
-        info = eval_policy(
-            env=env, policy=policy, env_preprocessor=env_preprocessor, env_postprocessor=env_postprocessor,
-            preprocessor=preprocessor, postprocessor=postprocessor, n_episodes=cfg.eval_episodes,
-            start_seed=cfg.eval_seed,
-        )  # fmt: skip
-    agg = info["aggregated"]
-    return {"eval_pc_success": agg["pc_success"], "eval_avg_sum_reward": agg["avg_sum_reward"]}
+        for env in envs:
+            infos.append(eval_policy(
+                env=env, policy=policy, env_preprocessor=env_preprocessor, env_postprocessor=env_postprocessor,
+                preprocessor=preprocessor, postprocessor=postprocessor, n_episodes=cfg.eval_episodes,
+                start_seed=cfg.eval_seed,
+            )["aggregated"])  # fmt: skip
+    mean = lambda key: sum(info[key] for info in infos) / len(infos)  # noqa: E731
+    return {"eval_pc_success": mean("pc_success"), "eval_avg_sum_reward": mean("avg_sum_reward")}
 
 
 def train(cfg: GRPOConfig) -> Path:
@@ -272,11 +269,18 @@ def train(cfg: GRPOConfig) -> Path:
         )
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
 
-    def make_vec_env():
-        envs = make_env(cfg.env, n_envs=cfg.num_envs, use_async_envs=cfg.use_async_envs)
-        name, env = _first_vec_env(envs)
-        logger.info("Env %s with %d sub-envs.", name, env.num_envs)
-        return env
+    def make_task_envs() -> list[tuple[str, object]]:
+        tasks = _task_envs(make_env(cfg.env, n_envs=cfg.num_envs, use_async_envs=cfg.use_async_envs))
+        logger.info("Tasks, taken in turn: %s (%d sub-envs each).", [name for name, _ in tasks], cfg.num_envs)
+        return tasks
+
+    def rebuild_task_env(index: int):
+        """A fresh vector env of one task (after a crash); the other tasks' new envs are closed."""
+        tasks = make_task_envs()
+        for i, (_, env) in enumerate(tasks):
+            if i != index:
+                env.close()
+        return tasks[index][1]
 
     policy = make_policy(cfg=cfg.policy, env_cfg=cfg.env, rename_map=cfg.rename_map)
     policy.eval()
@@ -325,15 +329,16 @@ def train(cfg: GRPOConfig) -> Path:
         wandb_logger = WandBLogger(cfg)
 
     checkpoint_dir = last_link.resolve() if cfg.resume else None
-    env_holder = {"env": make_vec_env(), "restarts": 0}
+    holders = [{"name": name, "env": env, "restarts": 0} for name, env in make_task_envs()]
     progress = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="GRPO",
                     disable=inside_slurm())  # fmt: skip
     try:
         for iteration in progress:
             t0 = time.perf_counter()
             seeds = group_seeds(cfg.seed, iteration, cfg.num_initial_states, cfg.group_size)
+            task = iteration % len(holders)
             result = rollout_with_restarts(
-                make_vec_env, env_holder, cfg.max_env_restarts, actor=actor,
+                partial(rebuild_task_env, task), holders[task], cfg.max_env_restarts, actor=actor,
                 env_preprocessor=env_preprocessor, env_postprocessor=env_postprocessor,
                 preprocessor=preprocessor, postprocessor=postprocessor, reward=reward, seeds=seeds,
             )  # fmt: skip
@@ -351,6 +356,7 @@ def train(cfg: GRPOConfig) -> Path:
             valid = result.valid
             logs = {
                 "iteration": step,
+                "task": holders[task]["name"],
                 "success_rate": result.episode_success.float().mean().item(),
                 "dense_reward": (result.dense[valid].mean().item() if valid.any() else 0.0),
                 "return": result.returns.mean().item(),
@@ -365,13 +371,13 @@ def train(cfg: GRPOConfig) -> Path:
                 "grad_norm": stats.get("grad_norm", 0.0),
                 "ratio_mean": stats.get("ratio_mean", 1.0),
                 "chunks": int(keep.numel()),
-                "env_restarts": env_holder.get("restarts", 0),
+                "env_restarts": sum(holder["restarts"] for holder in holders),
                 "rollout_s": t_rollout,
                 "update_s": time.perf_counter() - t0 - t_rollout,
             }
             if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.iterations):
-                logs |= _evaluate(cfg, env_holder["env"], policy, env_preprocessor, env_postprocessor,
-                                  preprocessor, postprocessor)  # fmt: skip
+                logs |= _evaluate(cfg, [holder["env"] for holder in holders], policy, env_preprocessor,
+                                  env_postprocessor, preprocessor, postprocessor)  # fmt: skip
                 policy.eval()
             logger.info(
                 "iter %d/%d success %.2f dense %.3f return %.3f kl_old %.2e kl_ref %.2e clip %.3f",
@@ -392,7 +398,7 @@ def train(cfg: GRPOConfig) -> Path:
                 if wandb_logger is not None:
                     wandb_logger.log_policy(checkpoint_dir)
     finally:
-        close_envs({"grpo": {0: env_holder["env"]}})
+        close_envs({"grpo": {i: holder["env"] for i, holder in enumerate(holders)}})
     return checkpoint_dir
 
 
