@@ -11,9 +11,10 @@ Streams and their tokens:
 - value ``m`` (:class:`ValueStream`): the noisy future value maps, at the same noise level as x.
 - action ``a`` (:class:`ActionStream`): the clean past actions and the noisy future actions.
 
-The context (observation frames, past actions) never reads the future, so
-:meth:`AIMTransformer.encode_context` runs it once and keeps every layer's keys and values;
-:meth:`AIMTransformer.denoise` then runs only the future tokens against that cache.
+The context (observation frames, past actions, instruction) never reads the future, so
+:meth:`AIMTransformer.encode_context` runs it once and keeps every layer's keys and values (those of
+the instruction's cross-attention too); :meth:`AIMTransformer.denoise` then runs only the future
+tokens against that cache.
 """
 
 from __future__ import annotations
@@ -50,13 +51,14 @@ class StreamTokens:
 
 @dataclass
 class ContextCache:
-    """Keys and values (B, Lc, heads, head_dim) of the context in every layer, with its layout
-    and the projected instruction (B, Lt, dim) that the RGB stream cross-attends to."""
+    """Keys and values (B, Lc, heads, head_dim) of the context in every layer, with its layout,
+    and every layer's keys and values (B, Lt, heads, head_dim) of the instruction that the RGB
+    stream cross-attends to."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     layout: TokenLayout
-    text: torch.Tensor
+    text_kv: list[tuple[torch.Tensor, torch.Tensor]]
     num_obs_frames: int
     grid_hw: tuple[int, int]
 
@@ -232,7 +234,12 @@ class AIMTransformer(nn.Module):
             return self.rgb.blocks
         return getattr(self, name).blocks
 
-    def _layer(self, index, hiddens, tokens, rope, mask, text, past_kv):
+    def _text_kv(self, text: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the keys and values of the instruction (B, Lt, text_dim) for the RGB stream."""
+        text = self.rgb.condition_embedder.text_embedder(text)
+        return [block.text_kv(text) for block in self.rgb.blocks]
+
+    def _layer(self, index, hiddens, tokens, rope, mask, text_kv, past_kv):
         """One MoT layer over the streams in ``tokens`` (in order); returns new hiddens and K/V."""
         qs, ks, vs, mods = [], [], [], []
         for name, hidden in zip(tokens, hiddens, strict=True):
@@ -249,11 +256,13 @@ class AIMTransformer(nn.Module):
         new = []
         for name, hidden, attn, mod in zip(tokens, hiddens, out, mods, strict=True):
             block = self._blocks(name)[index]
-            new.append(block.finish(hidden, attn, *mod[2:], text=text if name == "rgb" else None))
+            new.append(block.finish(hidden, attn, *mod[2:], text_kv=text_kv if name == "rgb" else None))
         return new, kv
 
-    def _run_layers(self, tokens: dict[str, StreamTokens], mask, text, cache: ContextCache | None = None):
-        """All layers; returns final hiddens per stream and the per-layer K/V of these tokens."""
+    def _run_layers(self, tokens: dict[str, StreamTokens], mask, text_kv, cache: ContextCache | None = None):
+        """All layers; returns final hiddens per stream and the per-layer K/V of these tokens.
+
+        ``text_kv``: per layer, the instruction's keys and values (:meth:`_text_kv`)."""
         layout = TokenLayout.cat([t.layout for t in tokens.values()])
         first = next(iter(tokens.values())).hidden
         rope = rope_cos_sin(layout.positions.to(first.device), self.config.attention_head_dim)
@@ -263,10 +272,10 @@ class AIMTransformer(nn.Module):
             past_kv = None if cache is None else (cache.keys[i], cache.values[i])
             if self.config.gradient_checkpointing and torch.is_grad_enabled():
                 hiddens, (k, v) = checkpoint(
-                    self._layer, i, hiddens, tokens, rope, mask, text, past_kv, use_reentrant=False
+                    self._layer, i, hiddens, tokens, rope, mask, text_kv[i], past_kv, use_reentrant=False
                 )
             else:
-                hiddens, (k, v) = self._layer(i, hiddens, tokens, rope, mask, text, past_kv)
+                hiddens, (k, v) = self._layer(i, hiddens, tokens, rope, mask, text_kv[i], past_kv)
             keys.append(k), values.append(v)
         return dict(zip(tokens, hiddens, strict=True)), keys, values
 
@@ -335,7 +344,7 @@ class AIMTransformer(nn.Module):
         tokens["action"] = _cat_tokens(ctx["action"], fut["action"])
         layout = TokenLayout.cat([t.layout for t in tokens.values()])
         mask = self._mask(("full", len(layout), len(ctx["rgb"].layout)), layout, layout, obs_latents.device)
-        hiddens, _, _ = self._run_layers(tokens, mask, self.rgb.condition_embedder.text_embedder(text))
+        hiddens, _, _ = self._run_layers(tokens, mask, self._text_kv(text))
         skip = {"rgb": ctx["rgb"].hidden.shape[1], "action": ctx["action"].hidden.shape[1]}
         return hiddens, tokens, skip
 
@@ -348,9 +357,9 @@ class AIMTransformer(nn.Module):
         mask = self._mask(
             ("context", len(layout), len(tokens["rgb"].layout)), layout, layout, obs_latents.device
         )
-        text = self.rgb.condition_embedder.text_embedder(text)
-        _, keys, values = self._run_layers(tokens, mask, text)
-        return ContextCache(keys, values, layout, text, obs_latents.shape[2], self._grid(obs_latents))
+        text_kv = self._text_kv(text)
+        _, keys, values = self._run_layers(tokens, mask, text_kv)
+        return ContextCache(keys, values, layout, text_kv, obs_latents.shape[2], self._grid(obs_latents))
 
     def denoise(
         self, cache: ContextCache, noisy_rgb, noisy_value, video_sigma, noisy_actions, action_sigma
@@ -368,7 +377,7 @@ class AIMTransformer(nn.Module):
         q_layout = TokenLayout.cat([t.layout for t in tokens.values()])
         k_layout = TokenLayout.cat([cache.layout, q_layout])
         mask = self._mask(("future", len(q_layout), len(cache.layout)), q_layout, k_layout, noisy_rgb.device)
-        hiddens, _, _ = self._run_layers(tokens, mask, cache.text, cache)
+        hiddens, _, _ = self._run_layers(tokens, mask, cache.text_kv, cache)
         return self._outputs(hiddens, tokens, {}, cache.grid_hw, noisy_rgb.shape[2])
 
     @torch.no_grad()

@@ -65,13 +65,27 @@ class StreamBlock(nn.Module):
         """Six (B, L or 1, dim) fp32 tensors from the per-token time projection (B, L or 1, 6, dim)."""
         return (self.scale_shift_table.unsqueeze(0) + timestep_proj.float()).unbind(dim=2)
 
-    def qkv(self, hidden: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, text=None):
+    def qkv(self, hidden: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
         """Queries, keys, values (B, L, heads, head_dim) of this stream's tokens in the shared space."""
         x = (self.norm1(hidden.float()) * (1 + scale) + shift).type_as(hidden)
         q = self.attn1.norm_q(self.attn1.to_q(x))
         k = self.attn1.norm_k(self.attn1.to_k(x))
         v = self.attn1.to_v(x)
         return (t.unflatten(-1, (self.num_heads, -1)) for t in (q, k, v))
+
+    def text_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, Lt, heads, head_dim) of the projected instruction (B, Lt, dim) for the
+        cross-attention. They depend on the text alone, so sampling computes them once per chunk."""
+        key = self.attn2.norm_k(self.attn2.to_k(text)).unflatten(2, (self.attn2.heads, -1))
+        return key, self.attn2.to_v(text).unflatten(2, (self.attn2.heads, -1))
+
+    def cross_attend(self, hidden: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Language cross-attention from :meth:`text_kv` (what diffusers' ``WanAttnProcessor`` computes)."""
+        x = self.norm2(hidden.float()).type_as(hidden)
+        query = self.attn2.norm_q(self.attn2.to_q(x)).unflatten(2, (self.attn2.heads, -1))
+        q, k, v = (t.transpose(1, 2) for t in (query, *text_kv))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2).type_as(query)
+        return self.attn2.to_out[0](out)
 
     def finish(
         self,
@@ -81,19 +95,20 @@ class StreamBlock(nn.Module):
         c_shift: torch.Tensor,
         c_scale: torch.Tensor,
         c_gate: torch.Tensor,
-        text: torch.Tensor | None = None,
+        text_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Everything after the self-attention: output projection, language, feed-forward.
 
         Args:
             hidden: (B, L, dim) the block's input.
             attention: (B, L, heads * head_dim) the shared attention's output for these tokens.
-            text: (B, Lt, dim) projected instruction tokens; used only by blocks with cross-attention.
+            text_kv: the instruction's keys and values (:meth:`text_kv`) for the RGB stream; None for
+                streams that do not read language (the value stream too when it shares these blocks).
         """
         out = self.attn1.to_out[0](attention)
         hidden = (hidden.float() + out * gate).type_as(hidden)
-        if self.attn2 is not None:
-            hidden = hidden + self.attn2(self.norm2(hidden.float()).type_as(hidden), text)
+        if text_kv is not None:
+            hidden = hidden + self.cross_attend(hidden, text_kv)
         x = (self.norm3(hidden.float()) * (1 + c_scale) + c_shift).type_as(hidden)
         return (hidden.float() + self.ffn(x).float() * c_gate).type_as(hidden)
 
@@ -106,7 +121,8 @@ class StreamBlock(nn.Module):
         q, k = apply_rope(q, *rotary_emb), apply_rope(k, *rotary_emb)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         out = out.transpose(1, 2).flatten(2).type_as(q)
-        return self.finish(hidden_states, out, gate, c_shift, c_scale, c_gate, encoder_hidden_states)
+        text_kv = self.text_kv(encoder_hidden_states) if self.attn2 is not None else None
+        return self.finish(hidden_states, out, gate, c_shift, c_scale, c_gate, text_kv)
 
 
 class TimeEmbedding(nn.Module):
