@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.common import device_tag, write
+from benchmarks.param_count import latent_channels
 from lerobot_aim import load_preset
 from lerobot_aim.asvm.packing import canvas_size
 from lerobot_aim.model import AIMTransformer, Prediction
@@ -27,9 +28,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def inputs(config, action_dim: int, batch: int, views: int, device, dtype):
+    """Random context (latents, past actions, text) and noise of the preset's shapes."""
     height, width = canvas_size(tuple(config.image_size), views)
     s = config.codec_spatial_stride
-    channels = 48
+    channels = latent_channels(config)
     grid = (height // s, width // s)
     rand = lambda *shape: torch.randn(*shape, device=device, dtype=dtype)  # noqa: E731
     context = (
@@ -74,7 +76,7 @@ def main() -> None:
     config = load_preset(args.preset, **overrides)
     device, dtype = torch.device(args.device), DTYPES[config.dtype]
     with device:
-        model = AIMTransformer(config, args.action_dim, 48).set_dtype(dtype).eval()
+        model = AIMTransformer(config, args.action_dim, latent_channels(config)).set_dtype(dtype).eval()
     context, noise = inputs(config, args.action_dim, 1, args.views, device, dtype)
     rows = []
     for steps in tqdm([int(s) for s in args.steps.split(",")], desc="denoising steps"):

@@ -19,11 +19,15 @@ from lerobot_aim.model import AIMTransformer
 LATENT_CHANNELS = {"wan_vae": 48}
 
 
+def latent_channels(config) -> int:
+    """Channels of the codec's latents: the Wan2.2 VAE's 48, or 3 x patch^2 for the pixel codec."""
+    return LATENT_CHANNELS.get(config.codec, 3 * config.pixel_patch_size**2)
+
+
 def parameter_counts(preset: str, action_dim: int) -> dict[str, int]:
     config = load_preset(preset, device="cpu")
-    channels = LATENT_CHANNELS.get(config.codec, 3 * config.pixel_patch_size**2)
     with torch.device("meta"):
-        model = AIMTransformer(config, action_dim=action_dim, latent_channels=channels)
+        model = AIMTransformer(config, action_dim=action_dim, latent_channels=latent_channels(config))
     counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("rgb", "value", "action")
               if getattr(model, name) is not None}  # fmt: skip
     counts["total"] = sum(p.numel() for p in model.parameters())

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from benchmarks.chunk_latency import DTYPES, inputs
 from benchmarks.common import device_tag, write
+from benchmarks.param_count import latent_channels
 from lerobot_aim import load_preset
 from lerobot_aim.model import AIMTransformer
 
@@ -40,7 +41,7 @@ def main() -> None:
     config = load_preset(args.preset, device=args.device)
     device, dtype = torch.device(args.device), DTYPES[config.dtype]
     with device:
-        model = AIMTransformer(config, args.action_dim, 48).set_dtype(dtype).train()
+        model = AIMTransformer(config, args.action_dim, latent_channels(config)).set_dtype(dtype).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     (obs, past, text), noise = inputs(config, args.action_dim, args.batch, args.views, device, dtype)
     sigma = torch.full((args.batch,), 0.5, device=device)
