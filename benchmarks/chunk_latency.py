@@ -5,7 +5,7 @@
 
 Measures ``AIMTransformer.sample`` (x, m and a denoised together) on random latents of the preset's
 shapes (three views); the frozen codec and text encoder are not included. Writes
-``results/chunk_latency_<preset>_<device>.{json,md}``.
+``results/chunk_latency_<preset>_h<history>_<device>.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -102,8 +102,26 @@ def main() -> None:
     name = f"chunk_latency_{args.preset}_h{config.history_frames}_{device_tag(args.device)}"
     path = write(name, {"preset": args.preset, "views": args.views, "history_frames": config.history_frames,
                         "peak_gib": peak, "rows": rows}, table)  # fmt: skip
+    plot(rows, path.with_suffix(".png"), f"{args.preset}, {args.views} views, {device_tag(args.device)}")
     print(table)
     print(f"written to {path}")
+
+
+def plot(rows: list[dict], path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["steps"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for key, label in (("cached_s", "context cache"), ("uncached_s", "no cache")):
+        ax.plot(steps, [1000 * r[key] for r in rows], marker="o", label=label)
+    ax.set(xlabel="denoising steps", ylabel="action chunk (ms)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -52,11 +53,14 @@ METHODS = {
                   "--policy.scheduler_warmup_steps=50"],
 }  # fmt: skip
 GRPO = "aim_intent_causal_grpo"
-LITERATURE = (
-    "Reference (literature, not run here; SmolVLA paper, MetaWorld MT50, 10 trials per task; easy / medium / "
-    "hard / very hard / average): Diffusion Policy 23.1 / 10.7 / 1.9 / 6.1 / 10.5; TinyVLA 77.6 / 21.5 / 11.4 / "
-    "15.8 / 31.6; pi0 3.5B 80.4 / 40.9 / 36.7 / 44.0 / 50.5; SmolVLA 0.45B 82.5 / 41.8 / 45.0 / 60.0 / 57.3."
-)
+# Reference rows, taken from the literature and not run here: SmolVLA paper, table 2 (MetaWorld MT50,
+# 10 trials per task), success (%) per difficulty group and the MT50 average.
+LITERATURE = {
+    "Diffusion Policy": {"easy": 23.1, "medium": 10.7, "hard": 1.9, "very_hard": 6.1, "MT50": 10.5},
+    "TinyVLA": {"easy": 77.6, "medium": 21.5, "hard": 11.4, "very_hard": 15.8, "MT50": 31.6},
+    "pi0 3.5B": {"easy": 80.4, "medium": 40.9, "hard": 36.7, "very_hard": 44.0, "MT50": 50.5},
+    "SmolVLA 0.45B": {"easy": 82.5, "medium": 41.8, "hard": 45.0, "very_hard": 60.0, "MT50": 57.3},
+}
 
 
 class Bench:
@@ -226,15 +230,29 @@ def main() -> None:
     print(f"written to {path}")
 
 
+def wilson_interval(success_pc: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval (%) of a success rate measured on ``n`` episodes."""
+    p = success_pc / 100
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = 100 * (centre - half) / (1 + z * z / n), 100 * (centre + half) / (1 + z * z / n)
+    return max(0.0, low), min(100.0, high)
+
+
 def table(rows: list[dict], args, steps: int, eval_seed: int) -> str:
     tasks = list(rows[0]["per_task"])
     group_names = list(rows[0]["per_group"])
-    head = ["method", "success (%)", *(f"{g} (%)" for g in group_names), *tasks, "train (s)", "eval (s)"]
+    head = ["method", "success (%)", "95% interval", *(f"{g} (%)" for g in group_names), *tasks, "train (s)",
+            "eval (s)"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     fmt = lambda v: "" if v is None else f"{v:.0f}"  # noqa: E731
     for r in rows:
-        cells = [r["method"], f"{r['success']:.1f}", *(f"{r['per_group'][g]:.1f}" for g in group_names),
+        low, high = wilson_interval(r["success"], r["eval_episodes"])
+        cells = [r["method"], f"{r['success']:.1f}", f"{low:.0f}-{high:.0f}", *(f"{r['per_group'][g]:.1f}" for g in group_names),
                  *(f"{r['per_task'][t]:.0f}" for t in tasks), fmt(r["train_s"]), fmt(r["eval_s"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    for method, groups in LITERATURE.items():
+        cells = [f"{method} (literature, MT50 average {groups['MT50']})", "", "",
+                 *(f"{groups[g]:.1f}" for g in group_names), *([""] * len(tasks)), "", ""]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         f"\nTasks `{args.tasks}`; {args.episodes} scripted demonstrations per task (seed {args.seed}); "
@@ -242,7 +260,10 @@ def table(rows: list[dict], args, steps: int, eval_seed: int) -> str:
         f"{args.eval_episodes} evaluation episodes per task of at most {args.episode_length} steps, lerobot-eval "
         f"seeds from {eval_seed}; views rendered at {args.image_size}x{args.image_size}. "
         f"{GRPO}: {args.grpo_iterations} GRPO iterations (group 4, 2 initial states, tasks in turn) from "
-        "aim_intent_causal. Per-method flags: `benchmarks/success.py` METHODS.\n\n" + LITERATURE
+        "aim_intent_causal. Per-method flags: `benchmarks/success.py` METHODS. Train and eval times are wall "
+        "times of the whole lerobot-train / lerobot-eval command (start-up, data loading and videos included). "
+        "Literature rows: SmolVLA paper, table 2, MetaWorld MT50 with 10 trials per task and each method's own "
+        "budget; their difficulty-group columns average that group's tasks, not only this suite's."
     )
     return "\n".join(lines)
 

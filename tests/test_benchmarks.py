@@ -10,7 +10,13 @@ import torch
 from benchmarks.chunk_flops import chunk_flops
 from benchmarks.chunk_latency import inputs
 from benchmarks.param_count import latent_channels
-from benchmarks.success import baseline_dataset_edit, by_difficulty, success_by_task, train_command
+from benchmarks.success import (
+    baseline_dataset_edit,
+    by_difficulty,
+    success_by_task,
+    train_command,
+    wilson_interval,
+)
 from lerobot_aim.model import AIMTransformer
 
 
@@ -24,6 +30,13 @@ def test_success_is_reported_per_task_and_per_difficulty_group():
     per_task = success_by_task(info, groups)
     assert per_task == {"pick-place-v3": 25.0, "button-press-v3": 100.0, "assembly-v3": 0.0}
     assert by_difficulty(per_task) == {"hard": 12.5, "easy": 100.0}
+
+
+def test_success_intervals_are_wilson_score_intervals():
+    low, high = wilson_interval(50.0, 30)
+    assert 33.1 < low < 33.2 and 66.8 < high < 66.9  # 15 of 30 episodes: 33.2-66.8%
+    assert wilson_interval(0.0, 30)[0] == 0.0 and wilson_interval(100.0, 30)[1] == 100.0
+    assert wilson_interval(0.0, 30)[1] > 10.0  # no success in 30 episodes still allows 11%
 
 
 def _checkpoint(train_dir, step, total_steps):
