@@ -1,6 +1,6 @@
 """Success on MetaWorld: AIM (intent_causal, wam, no_value, + GRPO) against LeRobot's ACT and Diffusion Policy.
 
-    python -m benchmarks.success                                    # the CPU suite below, about 2 h on 2 cores
+    python -m benchmarks.success                                    # the CPU suite below, 75 min on 2 cores
     python -m benchmarks.success --tasks easy --episodes 50 --samples 400000 --device cuda   # a GPU, hours
 
 One `lerobot-aim-collect` dataset; every method trains with `lerobot-train` on it for the same number
@@ -283,7 +283,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.bar(np.arange(len(columns)) + i * width, values, width, label=r["method"])
     ax.set_xticks(np.arange(len(columns)) + 0.4 - width / 2, columns)
     ax.set(ylabel="success (%)", ylim=(0, 100))
-    ax.legend(fontsize=7, ncols=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
