@@ -247,8 +247,9 @@ def table(rows: list[dict], args, steps: int, eval_seed: int) -> str:
     fmt = lambda v: "" if v is None else f"{v:.0f}"  # noqa: E731
     for r in rows:
         low, high = wilson_interval(r["success"], r["eval_episodes"])
-        cells = [r["method"], f"{r['success']:.1f}", f"{low:.0f}-{high:.0f}", *(f"{r['per_group'][g]:.1f}" for g in group_names),
-                 *(f"{r['per_task'][t]:.0f}" for t in tasks), fmt(r["train_s"]), fmt(r["eval_s"])]  # fmt: skip
+        cells = [r["method"], f"{r['success']:.1f}", f"{low:.0f}-{high:.0f}",
+                 *(f"{r['per_group'][g]:.1f}" for g in group_names), *(f"{r['per_task'][t]:.0f}" for t in tasks),
+                 fmt(r["train_s"]), fmt(r["eval_s"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     for method, groups in LITERATURE.items():
         cells = [f"{method} (literature, MT50 average {groups['MT50']})", "", "",
