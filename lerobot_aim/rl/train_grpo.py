@@ -5,11 +5,12 @@
         --iterations=200 --group_size=8 --num_initial_states=2
 
 Each iteration takes the next task of the env config (a multi-task config, e.g. a MetaWorld
-difficulty group, is trained on its tasks in turn), resets ``num_initial_states`` groups of ``group_size`` envs (the envs of a group get
-the same seed, hence the same initial state), rolls them out with stochastic (flow-SDE) action
-chunks, scores each episode (sparse success + the frozen value head's dense reward), normalises the
-returns within each group into advantages, and updates only the action stream with the clipped GRPO
-objective. The RGB and value streams, the codec and the text encoder stay frozen.
+difficulty group, is trained on its tasks in turn), resets ``num_initial_states`` groups of
+``group_size`` envs (the envs of a group get the same seed, hence the same initial state), rolls
+them out with stochastic (flow-SDE) action chunks, scores each episode (sparse success + the frozen
+value head's dense reward), normalises the returns within each group into advantages, and updates
+only the action stream with the clipped GRPO objective. The RGB and value streams, the codec and
+the text encoder stay frozen.
 
 Checkpoints follow LeRobot's layout, ``<output_dir>/checkpoints/<iteration>/pretrained_model/`` (policy
 config, ``model.safetensors``, processors, ``grpo_config.json``) and ``training_state/`` (optimizer,
