@@ -14,14 +14,17 @@ presets under ``configs/`` (``aim_wan22_5b``, ``aim_tiny``) are train-config fil
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from lerobot.configs import NormalizationMode, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
+from lerobot.utils.constants import OBS_STATE
 
 ATTENTION_MODES = ("intent_causal", "wam", "no_value")
 CODECS = {"pixel": 1, "wan_vae": 4}  # codec name -> temporal stride
+WAN22_LATENT_CHANNELS = 48  # z_dim of the Wan2.2 VAE
 TEXT_ENCODER_DIMS = {"minilm": 384, "umt5": 4096}
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
 DTYPES = ("float32", "bfloat16")
@@ -101,6 +104,17 @@ class AIMConfig(PreTrainedConfig):
     action_ffn_dim: int = 4096
     # Let the value stream use the RGB stream's blocks instead of its own copy (saves memory).
     share_value_weights: bool = False
+    # Learned value-noise tokens n^m appended to the value stream's input (paper Sec. 4.3.2: the value
+    # stream reads [z^m, n^m]). They take part in attention like value tokens and are not decoded.
+    num_value_noise_tokens: int = 1
+    # Read `observation.state` (normalised with the dataset statistics) as one context token of the
+    # action stream that every stream may read, as ACT, pi0 and SmolVLA do. False: the paper's context
+    # (frames, past actions and the instruction only).
+    use_state: bool = False
+    # Embed the context tokens of the action stream (past actions, state) with a frozen copy of the
+    # action stream. `lerobot-aim-grpo` sets it: the RGB and value streams read those tokens, so without
+    # the copy Stage II would move the predictions it must keep frozen.
+    context_action_stream: bool = False
     # Who reads whom: "intent_causal" (the paper: actions read the future only through value maps),
     # "wam" (actions also read future RGB), "no_value" (no value stream: video + action baseline).
     attention_mode: str = "intent_causal"
@@ -121,8 +135,12 @@ class AIMConfig(PreTrainedConfig):
     video_infer_shift: float = 5.0
     # Noise shift of the action schedule at inference.
     action_infer_shift: float = 1.0
-    # Denoising steps per action chunk.
+    # Denoising steps of the actions per chunk.
     num_inference_steps: int = 10
+    # Denoising steps of the future RGB frames and value maps per chunk (<= num_inference_steps; None:
+    # the same). After them the video is final, cached like the context, and only the action tokens
+    # run the remaining steps.
+    num_video_inference_steps: int | None = None
     # Reuse the context's keys and values at every denoising step (exact: the context never reads
     # the future).
     use_context_cache: bool = True
@@ -166,12 +184,17 @@ class AIMConfig(PreTrainedConfig):
         self._check_choice("text_encoder", tuple(TEXT_ENCODER_DIMS))
         self._check_choice("attention_backend", ATTENTION_BACKENDS)
         self._check_choice("dtype", DTYPES)
-        for name in ("history_frames",):
+        for name in ("history_frames", "num_value_noise_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         for name in ("future_frames", "frame_stride", "n_action_steps", "num_layers", "num_inference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if not 1 <= self.video_inference_steps <= self.num_inference_steps:
+            raise ValueError(
+                f"`num_video_inference_steps` ({self.num_video_inference_steps}) must be in [1, "
+                f"num_inference_steps = {self.num_inference_steps}]: the video is final before the actions are."
+            )
         if self.n_action_steps > self.chunk_size:
             raise ValueError(
                 f"`n_action_steps` ({self.n_action_steps}) cannot exceed the predicted chunk "
@@ -197,6 +220,22 @@ class AIMConfig(PreTrainedConfig):
                 f"`patch_size[0]` must be 1 (one token row per latent frame), got {self.patch_size}."
             )
         self.check_image_size(self.image_size)
+        self._check_token_width()
+
+    def _check_token_width(self) -> None:
+        """A stream must be at least as wide as the token it embeds and decodes: the patch embedding
+        and the output projection are linear maps through the stream's width, so a narrower stream
+        cannot predict some directions of the velocity, and the sampler keeps the initial noise there."""
+        token = self.latent_channels * math.prod(self.patch_size)
+        if token > self.hidden_size:
+            raise ValueError(
+                f"A video token holds latent_channels x patch volume = {self.latent_channels} x "
+                f"{math.prod(self.patch_size)} = {token} numbers, more than the streams' width "
+                f"num_attention_heads x attention_head_dim = {self.num_attention_heads} x "
+                f"{self.attention_head_dim} = {self.hidden_size}: the model could not represent part of "
+                "every frame. Raise --policy.num_attention_heads or --policy.attention_head_dim, or "
+                "shrink --policy.patch_size (or --policy.pixel_patch_size for the pixel codec)."
+            )
 
     def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
         if getattr(self, name) not in allowed:
@@ -211,6 +250,17 @@ class AIMConfig(PreTrainedConfig):
     @property
     def codec_spatial_stride(self) -> int:
         return self.pixel_patch_size if self.codec == "pixel" else 16
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the codec's latents: 3 p^2 for the pixel codec, 48 for the Wan2.2 VAE."""
+        return 3 * self.pixel_patch_size**2 if self.codec == "pixel" else WAN22_LATENT_CHANNELS
+
+    @property
+    def video_inference_steps(self) -> int:
+        """Denoising steps of x and m per chunk."""
+        steps = self.num_video_inference_steps
+        return self.num_inference_steps if steps is None else steps
 
     @property
     def actions_per_latent_frame(self) -> int:
@@ -292,6 +342,18 @@ class AIMConfig(PreTrainedConfig):
             raise ValueError("AIM needs at least one camera (`observation.images.<cam>`) among its inputs.")
         if self.output_features and (self.action_feature is None or len(self.action_feature.shape) != 1):
             raise ValueError("AIM needs a 1-D `action` output feature.")
+        if self.use_state and self.input_features:
+            state = self.input_features.get(OBS_STATE)
+            if state is None or len(state.shape) != 1:
+                raise ValueError(
+                    f"--policy.use_state=true reads a 1-D `{OBS_STATE}`, but the inputs are "
+                    f"{sorted(self.input_features)}: record the robot state, or set --policy.use_state=false."
+                )
+
+    @property
+    def state_dim(self) -> int:
+        """Size of `observation.state` when AIM reads it (``use_state``), else 0."""
+        return self.input_features[OBS_STATE].shape[0] if self.use_state else 0
 
     @property
     def image_keys(self) -> list[str]:

@@ -16,15 +16,16 @@ from importlib.resources import files
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
 from lerobot.policies.pretrained import PreTrainedPolicy
-from lerobot.utils.constants import ACTION
+from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor
 
 from lerobot_aim.configuration_aim import AIMConfig
 from lerobot_aim.data.schema import check_value_maps
-from lerobot_aim.model import AIMTransformer, Prediction, WanRGBStream, make_codec, make_text_encoder
+from lerobot_aim.model import AIMTransformer, Context, Prediction, WanRGBStream, make_codec, make_text_encoder
 from lerobot_aim.model.flow_matching import add_noise, sample_sigmas, velocity_target
+from lerobot_aim.model.latent_norm import LatentStandardizer
+from lerobot_aim.model.sampling import ChunkSchedule, sample_chunk
 from lerobot_aim.processor_aim import OBS_RGB_CANVAS, OBS_VALUE_CANVAS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -66,13 +67,25 @@ class AIMPolicy(PreTrainedPolicy):
             config.text_encoder, config.text_encoder_path, config.text_max_length, torch_dtype=dtype
         )
         self._frozen = _Frozen(codec, text)
+        if codec.latent_channels != config.latent_channels:
+            raise ValueError(
+                f"The codec at {config.codec_path!r} gives {codec.latent_channels} latent channels, the config "
+                f"expects {config.latent_channels} ({config.codec!r}): point --policy.codec_path to a Wan2.2 VAE."
+            )
         rgb = None
         if init_from_wan and config.wan_path:
             rgb = WanRGBStream.from_diffusers(config.wan_path, torch_dtype=dtype)
-        self.model = AIMTransformer(config, config.action_dim, codec.latent_channels, rgb=rgb).set_dtype(
-            dtype
-        )
+        self.model = AIMTransformer(
+            config, config.action_dim, codec.latent_channels, rgb=rgb, state_dim=config.state_dim
+        ).set_dtype(dtype)
+        # Standardisation of the latents of RGB frames and value maps (the pixel codec's; the Wan VAE
+        # codec standardises its latents itself). Saved with the policy.
+        self.rgb_latent_norm = LatentStandardizer(codec.latent_channels)
+        self.value_latent_norm = LatentStandardizer(codec.latent_channels)
+        if config.codec == "pixel" and dataset_stats:
+            self._set_latent_statistics(dataset_stats)
         self.last_prediction: Prediction | None = None
+        self.last_context: Context | None = None
         self.last_predicted_latents: Tensor | None = None
         self.reset()
 
@@ -97,6 +110,13 @@ class AIMPolicy(PreTrainedPolicy):
                         )
         return super()._load_as_safetensor(model, model_file, map_location, strict)
 
+    def _set_latent_statistics(self, dataset_stats: dict) -> None:
+        """Pixel-codec latent statistics from the dataset's per-camera image statistics."""
+        cfg = self.config
+        for norm, keys in ((self.rgb_latent_norm, cfg.image_keys), (self.value_latent_norm, cfg.value_map_keys)):
+            if all(key in dataset_stats for key in keys):
+                norm.set_pixel_statistics([dataset_stats[key] for key in keys], cfg.pixel_patch_size)
+
     def get_optim_params(self) -> dict:
         return [p for p in self.model.parameters() if p.requires_grad]
 
@@ -114,10 +134,23 @@ class AIMPolicy(PreTrainedPolicy):
         return device
 
     def _encode_video(self, canvas: Tensor) -> Tensor:
-        """(B, T, 3, H, W) canvas in [-1, 1] -> (B, C, T', h, w) latents of the frozen codec."""
+        """(B, T, 3, H, W) canvas in [-1, 1] -> (B, C, T', h, w) latents of the frozen codec (float32,
+        not yet standardised)."""
         codec = self._frozen.codec
         with torch.no_grad():
             return codec.encode(canvas.transpose(1, 2).to(next(codec.parameters(), canvas).dtype)).float()
+
+    def _encode_value_maps(self, obs_canvas: Tensor, value_canvas: Tensor) -> Tensor:
+        """Latents (B, C, h, H, W) of the future value maps, encoded as the continuation of the
+        observation frames: (B, 1 + s k, 3, H, W) context frames, then (B, s h, 3, H, W) value maps.
+
+        A causal codec (the Wan2.2 VAE) encodes each latent frame with the frames before it, and at
+        inference the context's value maps are unknown but its frames are not: encoding the value maps
+        after the frames is what lets :meth:`_decode_future` decode predicted value latents after the
+        same context latents, exactly the codec's inverse."""
+        frames = obs_canvas.shape[1]
+        latents = self._encode_video(torch.cat([obs_canvas, value_canvas], dim=1))
+        return latents[:, :, 1 + (frames - 1) // self._frozen.codec.temporal_stride :]
 
     def _encode_text(self, batch: dict, batch_size: int) -> Tensor:
         tasks = batch.get("task")
@@ -142,16 +175,21 @@ class AIMPolicy(PreTrainedPolicy):
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
         """Stage I loss on a training batch (frames at ``observation_delta_indices``, actions at
-        ``action_delta_indices``); returns the loss and each term for logging."""
+        ``action_delta_indices``); returns the loss and each term for logging.
+
+        L = L_rgb + lambda_m L_map + lambda_a L_act (paper Sec. 4.3.2): flow-matching velocity errors
+        of the future latents and actions. Future frames and actions past the episode's end (LeRobot
+        pads them with the last frame) are left out of every term."""
         cfg = self.config
         self._device()
         if OBS_RGB_CANVAS not in batch:
             raise KeyError(
                 "AIMPolicy.forward needs the AIM preprocessor's packed frames (make_aim_pre_post_processors)."
             )
-        latents = self._encode_video(batch[OBS_RGB_CANVAS])
-        context = cfg.history_frames + 1
-        obs, future_rgb = latents[:, :, :context], latents[:, :, context:]
+        canvas = batch[OBS_RGB_CANVAS]  # (B, T, 3, H, W): context frames, then future frames
+        context_frames = 1 + cfg.history_frames * self._frozen.codec.temporal_stride
+        latents = self.rgb_latent_norm.normalize(self._encode_video(canvas))
+        obs, future_rgb = latents[:, :, : cfg.history_frames + 1], latents[:, :, cfg.history_frames + 1 :]
         future_value = None
         if self.model.value is not None:
             if OBS_VALUE_CANVAS not in batch:
@@ -159,35 +197,63 @@ class AIMPolicy(PreTrainedPolicy):
                     "The batch has no value maps (`observation.value_maps.<cam>`): annotate the dataset with "
                     "`lerobot-aim-annotate`, or train the baseline with --policy.attention_mode=no_value."
                 )
-            future_value = self._encode_video(batch[OBS_VALUE_CANVAS])[:, :, context:]
+            future_value = self.value_latent_norm.normalize(
+                self._encode_value_maps(canvas[:, :context_frames], batch[OBS_VALUE_CANVAS][:, context_frames:])
+            )
+        frame_mask = self._future_frame_mask(batch, context_frames, future_rgb.shape[2])
         past_actions, future_actions, action_mask = self._split_actions(batch)
-        text = self._encode_text(batch, obs.shape[0])
-
         batch_size, device, dtype = obs.shape[0], obs.device, self._model_dtype()
-        video_sigma = sample_sigmas(batch_size, cfg.video_train_shift, device)
-        action_sigma = sample_sigmas(batch_size, cfg.action_train_shift, device)
-        noise_rgb, noise_actions = torch.randn_like(future_rgb), torch.randn_like(future_actions)
-        noise_value = torch.randn_like(future_value) if future_value is not None else None
-        pred = self.model(
+        context = Context(
             obs.to(dtype),
             past_actions.to(dtype),
-            text.to(dtype),
-            add_noise(future_rgb, noise_rgb, video_sigma).to(dtype),
-            None if future_value is None else add_noise(future_value, noise_value, video_sigma).to(dtype),
-            video_sigma,
-            add_noise(future_actions, noise_actions, action_sigma).to(dtype),
-            action_sigma,
+            self._encode_text(batch, batch_size).to(dtype),
+            self._current_state(batch, context_frames - 1, dtype),
         )
-        loss_rgb = F.mse_loss(pred.rgb.float(), velocity_target(future_rgb, noise_rgb))
-        action_err = (pred.actions.float() - velocity_target(future_actions, noise_actions)).square().mean(-1)
-        loss_act = (action_err * action_mask).sum() / action_mask.sum().clamp(min=1)
+        video_sigma = sample_sigmas(batch_size, cfg.video_train_shift, device)
+        action_sigma = sample_sigmas(batch_size, cfg.action_train_shift, device)
+        noise = Prediction(
+            torch.randn_like(future_rgb),
+            torch.randn_like(future_value) if future_value is not None else None,
+            torch.randn_like(future_actions),
+        )
+        noisy = Prediction(
+            add_noise(future_rgb, noise.rgb, video_sigma).to(dtype),
+            add_noise(future_value, noise.value, video_sigma).to(dtype) if future_value is not None else None,
+            add_noise(future_actions, noise.actions, action_sigma).to(dtype),
+        )
+        pred = self.model(context, noisy, video_sigma, action_sigma)
+        loss_rgb = _masked_mean(_frame_errors(pred.rgb, velocity_target(future_rgb, noise.rgb)), frame_mask)
+        action_err = (pred.actions.float() - velocity_target(future_actions, noise.actions)).square().mean(-1)
+        loss_act = _masked_mean(action_err, action_mask)
         loss = loss_rgb + cfg.lambda_act * loss_act
         logs = {"loss_rgb": loss_rgb.item(), "loss_act": loss_act.item()}
         if future_value is not None:
-            loss_map = F.mse_loss(pred.value.float(), velocity_target(future_value, noise_value))
+            value_err = _frame_errors(pred.value, velocity_target(future_value, noise.value))
+            loss_map = _masked_mean(value_err, frame_mask)
             loss = loss + cfg.lambda_map * loss_map
             logs["loss_map"] = loss_map.item()
         return loss, logs
+
+    def _future_frame_mask(self, batch: dict, context_frames: int, num_latent_frames: int) -> Tensor:
+        """(B, h) bool: future latent frame j holds no frame past the episode's end (LeRobot's
+        ``<image key>_is_pad`` flags of its pixel frames)."""
+        pad = batch.get(f"{self.config.image_keys[0]}_is_pad")
+        reference = batch[OBS_RGB_CANVAS]
+        if pad is None:
+            return torch.ones(reference.shape[0], num_latent_frames, dtype=torch.bool, device=reference.device)
+        future = pad[:, context_frames:].reshape(pad.shape[0], num_latent_frames, -1)
+        return ~future.any(-1)
+
+    def _current_state(self, batch: dict, index: int, dtype) -> Tensor | None:
+        """(B, S) normalised state of the current frame (``index`` into a training batch's frames)."""
+        if not self.config.use_state:
+            return None
+        if OBS_STATE not in batch:
+            raise KeyError(
+                f"This AIM policy reads the robot state (use_state=true) but the batch has no `{OBS_STATE}`."
+            )
+        state = batch[OBS_STATE]
+        return (state[:, index] if state.ndim == 3 else state).to(dtype)
 
     # ------------------------------------------------------------------------------------------
     def _context(self, batch: dict) -> tuple[Tensor, Tensor]:
@@ -207,27 +273,42 @@ class AIMPolicy(PreTrainedPolicy):
         )
         return self._encode_video(context), past_actions
 
-    def chunk_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Prediction]:
-        """Everything one chunk is sampled from, in the model's dtype: context latents (B, C, k+1, h, w),
-        past actions (B, n_past, A), instruction (B, Lt, D) and Gaussian noise for x, m and a."""
+    def chunk_inputs(self, batch: dict[str, Tensor]) -> tuple[Context, Prediction]:
+        """Everything one chunk is sampled from, in the model's dtype: the context (latents of the
+        history and current frames (B, C, k+1, h, w), past actions (B, n_past, A), instruction
+        (B, Lt, D), state) and Gaussian noise for x, m and a."""
         cfg, device, dtype = self.config, self._device(), self._model_dtype()
         obs, past_actions = self._context(batch)
+        obs = self.rgb_latent_norm.normalize(obs)
         batch_size, channels, _, height, width = obs.shape
-        text = self._encode_text(batch, batch_size)
+        context = Context(
+            obs.to(dtype),
+            past_actions.to(dtype),
+            self._encode_text(batch, batch_size).to(dtype),
+            self._current_state(batch, -1, dtype),
+        )
         video_shape = (batch_size, channels, cfg.future_frames, height, width)
         noise = Prediction(
             torch.randn(video_shape, device=device, dtype=dtype),
             torch.randn(video_shape, device=device, dtype=dtype) if self.model.value is not None else None,
             torch.randn(batch_size, cfg.chunk_size, cfg.action_dim, device=device, dtype=dtype),
         )
-        return obs.to(dtype), past_actions.to(dtype), text.to(dtype), noise
+        return context, noise
 
-    def remember(self, pred: Prediction) -> None:
-        """Keep a chunk's imagined future for pictures and lerobot-eval's predicted-video hook (which
-        concatenates ``last_predicted_latents`` along time and decodes them once)."""
-        self.last_prediction = pred
-        value = pred.value if pred.value is not None else torch.zeros_like(pred.rgb)
-        self.last_predicted_latents = torch.cat([pred.rgb, value], dim=1)
+    def remember(self, pred: Prediction, context: Context) -> None:
+        """Keep a chunk's imagined future and its context for pictures, the dense reward and
+        lerobot-eval's predicted-video hook, which concatenates ``last_predicted_latents`` along time and
+        decodes them once (:meth:`decode_predicted_latents`).
+
+        ``last_predicted_latents``: (B, C or 2C, k+1+h, H, W) codec latents, per chunk the context
+        frames then the imagined ones, the RGB latents first and the value-map latents (after the same
+        context) in the second half of the channels."""
+        self.last_prediction, self.last_context = pred, context
+        obs = self.rgb_latent_norm.denormalize(context.obs_latents.float())
+        parts = [torch.cat([obs, self.rgb_latent_norm.denormalize(pred.rgb.float())], dim=2)]
+        if pred.value is not None:
+            parts.append(torch.cat([obs, self.value_latent_norm.denormalize(pred.value.float())], dim=2))
+        self.last_predicted_latents = torch.cat(parts, dim=1)
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
@@ -236,13 +317,11 @@ class AIMPolicy(PreTrainedPolicy):
         ``batch`` holds the current packed frame; the history comes from earlier calls (``reset``
         starts a new episode).
         """
-        cfg = self.config
-        obs, past_actions, text, noise = self.chunk_inputs(batch)
-        pred = self.model.sample(
-            obs, past_actions, text, noise, num_steps=cfg.num_inference_steps,
-            video_shift=cfg.video_infer_shift, action_shift=cfg.action_infer_shift, use_cache=cfg.use_context_cache,
-        )  # fmt: skip
-        self.remember(pred)
+        context, noise = self.chunk_inputs(batch)
+        pred, _ = sample_chunk(
+            self.model, context, noise, ChunkSchedule.of(self.config), use_cache=self.config.use_context_cache
+        )
+        self.remember(pred, context)
         return pred.actions.float()
 
     def next_action(self, batch: dict[str, Tensor], plan) -> tuple[Tensor, bool]:
@@ -292,26 +371,62 @@ class AIMPolicy(PreTrainedPolicy):
             **context,
         )
 
-    def decode_value_maps(self, latents: Tensor | None = None) -> Tensor:
-        """Predicted value-map canvases (B, h', 3, H, W) in [0, 1] (default: the last chunk's)."""
-        return self._decode(latents if latents is not None else self.last_prediction.value)
+    def decode_value_maps(self) -> Tensor:
+        """The last chunk's imagined value-map canvases (B, F, 3, H, W) in [0, 1], F = s h frames
+        (s the codec's temporal stride): frame i shows dataset step t + (i + 1) * frame_stride."""
+        if self.model.value is None:
+            raise ValueError("This policy has no value stream (attention_mode='no_value'): it predicts no value maps.")
+        return self._decode_future(self.last_predicted_latents[:, self._frozen.codec.latent_channels :])
 
-    def _decode(self, latents: Tensor) -> Tensor:
-        """Codec latents (B, C, h, H, W) -> canvases (B, h', 3, H, W) in [0, 1]."""
-        codec = self._frozen.codec
+    def decode_predicted_rgb(self) -> Tensor:
+        """The last chunk's imagined RGB canvases (B, F, 3, H, W) in [0, 1], as :meth:`decode_value_maps`."""
+        return self._decode_future(self.last_predicted_latents[:, : self._frozen.codec.latent_channels])
+
+    def _decode_future(self, latents: Tensor) -> Tensor:
+        """(B, C, n (k+1+h), H, W) codec latents of n chunks, each its context then its future ->
+        (B, n s h, 3, H, W) canvases in [0, 1] of the futures.
+
+        A causal codec reads the first latent of a clip as a single image: each chunk's future is
+        decoded after its context latents, whose frames are then dropped."""
+        cfg, codec = self.config, self._frozen.codec
+        per_chunk = cfg.history_frames + 1 + cfg.future_frames
+        context_frames = 1 + cfg.history_frames * codec.temporal_stride
+        videos = []
         with torch.no_grad():
-            video = codec.decode(latents.to(self._device()).to(next(codec.parameters(), latents).dtype))
+            for chunk in latents.split(per_chunk, dim=2):
+                if chunk.shape[2] != per_chunk:
+                    raise ValueError(
+                        f"Latents of {latents.shape[2]} frames do not split into chunks of {per_chunk} "
+                        "(context then future) frames."
+                    )
+                z = chunk.to(self._device()).to(next(codec.parameters(), chunk).dtype)
+                videos.append(codec.decode(z)[:, :, context_frames:])
+        video = torch.cat(videos, dim=2)
         return ((video.float().transpose(1, 2) + 1) / 2).clamp(0, 1)
 
     def decode_predicted_latents(self, latents: Tensor) -> np.ndarray:
-        """lerobot-eval's predicted video (``--policy.save_predicted_video=true``): for the first
-        env, the imagined RGB frames beside the imagined value maps overlaid on them, (T, H, 2W, 3) uint8."""
+        """lerobot-eval's predicted video (``--policy.save_predicted_video=true``) from the concatenated
+        ``last_predicted_latents`` of an episode: for the first env, the imagined RGB frames beside the
+        imagined value maps overlaid on them (the RGB frames alone without a value stream),
+        (T, H, W or 2W, 3) uint8, one frame per ``frame_stride`` steps."""
         from lerobot_aim.viz.contact_sheet import overlay_value_map
 
-        channels = latents.shape[1] // 2
-        rgb = (self._decode(latents[:1, :channels])[0].permute(0, 2, 3, 1).cpu().numpy() * 255).astype(
-            np.uint8
-        )
-        value = self._decode(latents[:1, channels:])[0].mean(1).cpu().numpy()
+        channels = self._frozen.codec.latent_channels
+        rgb = self._decode_future(latents[:1, :channels])[0].permute(0, 2, 3, 1).cpu().numpy()
+        rgb = (rgb * 255).round().astype(np.uint8)
+        if latents.shape[1] == channels:
+            return rgb
+        value = self._decode_future(latents[:1, channels:])[0].mean(1).cpu().numpy()
         overlays = np.stack([overlay_value_map(f, v) for f, v in zip(rgb, value, strict=True)])
         return np.concatenate([rgb, overlays], axis=2)
+
+
+def _frame_errors(prediction: Tensor, target: Tensor) -> Tensor:
+    """(B, h) mean squared error per future latent frame of (B, C, h, H, W) tensors."""
+    return (prediction.float() - target.float()).square().mean(dim=(1, 3, 4))
+
+
+def _masked_mean(errors: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``errors`` over the entries where ``mask`` is true (0 when none is)."""
+    mask = mask.to(errors.dtype)
+    return (errors * mask).sum() / mask.sum().clamp(min=1)

@@ -3,31 +3,32 @@
 import torch
 from diffusers import WanTransformer3DModel
 
-from lerobot_aim.model import AIMTransformer, Prediction, WanRGBStream
-from tests.test_attention_rule import A, C, _inputs
+import pytest
+
+from lerobot_aim.model import AIMTransformer, ChunkSchedule, WanRGBStream, sample_chunk
+from tests.test_attention_rule import A, C, S, _inputs, context_of, noisy_of, run
 
 
-def test_cached_and_uncached_sampling_agree(tiny_config):
+@pytest.mark.parametrize("video_steps", [4, 2])
+def test_cached_and_uncached_sampling_agree(tiny_config, video_steps):
     model = AIMTransformer(tiny_config, action_dim=A, latent_channels=C).eval()
     inputs = _inputs(tiny_config)
-    noise = Prediction(inputs["noisy_rgb"], inputs["noisy_value"], inputs["noisy_actions"])
-    ctx = (inputs["obs_latents"], inputs["past_actions"], inputs["text"])
-    cached = model.sample(*ctx, noise, num_steps=4, video_shift=3.0, action_shift=1.0, use_cache=True)
-    plain = model.sample(*ctx, noise, num_steps=4, video_shift=3.0, action_shift=1.0, use_cache=False)
+    schedule = ChunkSchedule(video_steps=video_steps, action_steps=4, video_shift=3.0, action_shift=1.0)
+    cached, _ = sample_chunk(model, context_of(inputs), noisy_of(inputs), schedule, use_cache=True)
+    plain, _ = sample_chunk(model, context_of(inputs), noisy_of(inputs), schedule, use_cache=False)
     for field in ("rgb", "value", "actions"):
         torch.testing.assert_close(getattr(cached, field), getattr(plain, field), rtol=1e-5, atol=1e-5)
 
 
-def test_denoise_with_cache_equals_joint_pass(tiny_config):
-    model = AIMTransformer(tiny_config, action_dim=A, latent_channels=C).eval()
+@pytest.mark.parametrize("use_state", [False, True])
+def test_denoise_with_cache_equals_joint_pass(tiny_config, use_state):
+    tiny_config.use_state = use_state
+    model = AIMTransformer(tiny_config, action_dim=A, latent_channels=C, state_dim=S if use_state else 0).eval()
     inputs = _inputs(tiny_config)
     with torch.no_grad():
-        joint = model(**inputs)
-        cache = model.encode_context(inputs["obs_latents"], inputs["past_actions"], inputs["text"])
-        step = model.denoise(
-            cache, inputs["noisy_rgb"], inputs["noisy_value"], inputs["video_sigma"],
-            inputs["noisy_actions"], inputs["action_sigma"],
-        )  # fmt: skip
+        joint = run(model, inputs)
+        cache = model.encode_context(context_of(inputs))
+        step = model.denoise(cache, noisy_of(inputs), inputs["video_sigma"], inputs["action_sigma"])
     for field in ("rgb", "value", "actions"):
         torch.testing.assert_close(getattr(step, field), getattr(joint, field), rtol=1e-5, atol=1e-5)
 
@@ -53,7 +54,7 @@ def test_shared_value_weights_save_parameters(tiny_config):
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(shared) < count(own)
     with torch.no_grad():
-        out = shared(**_inputs(tiny_config))
+        out = run(shared, _inputs(tiny_config))
     assert out.value.shape == _inputs(tiny_config)["noisy_value"].shape
 
 
@@ -64,7 +65,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
         torch.manual_seed(0)
         tiny_config.gradient_checkpointing = flag
         model = AIMTransformer(tiny_config, A, C)
-        out = model(**inputs)
+        out = run(model, inputs)
         (out.rgb.square().mean() + out.value.square().mean() + out.actions.square().mean()).backward()
         grads.append(model.action.blocks[0].attn1.to_q.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
@@ -80,5 +81,5 @@ def test_bf16_keeps_norms_and_modulation_in_fp32(tiny_config):
         for k, v in _inputs(tiny_config).items()
     }
     with torch.no_grad():
-        out = model(**inputs)
+        out = run(model, inputs)
     assert torch.isfinite(out.actions.float()).all()

@@ -63,6 +63,54 @@ def test_padded_future_actions_do_not_count(tiny_config):
     assert logs["loss_act"] == pytest.approx(logs_spoiled["loss_act"], rel=1e-6)
 
 
+def test_padded_future_frames_do_not_count(tiny_config):
+    """Frames past the episode's end (LeRobot repeats the last one and flags it in `<key>_is_pad`)
+    are left out of the RGB and value-map losses, as padded actions are of the action loss."""
+    config = _config(tiny_config)
+    policy = AIMPolicy(config)
+    pre, _ = make_aim_pre_post_processors(config, _stats())
+    raw = _training_batch(config)
+    pad = torch.zeros(3, len(config.observation_delta_indices), dtype=torch.bool)
+    pad[:, -1] = True  # the last future frame is past the end of the episode
+    raw[f"observation.images.{CAM}_is_pad"] = pad
+    batch = pre(raw)
+    torch.manual_seed(1)
+    _, logs = policy(batch)
+
+    def spoil_padded_predictions(module, args, output):
+        output.rgb[:, :, -1] += 100.0  # the last future latent frame holds the padded frame
+        output.value[:, :, -1] += 100.0
+        return output
+
+    policy.model.register_forward_hook(spoil_padded_predictions)
+    torch.manual_seed(1)
+    _, logs_spoiled = policy(batch)
+    assert logs["loss_rgb"] == pytest.approx(logs_spoiled["loss_rgb"], rel=1e-6)
+    assert logs["loss_map"] == pytest.approx(logs_spoiled["loss_map"], rel=1e-6)
+
+
+def test_state_is_read_when_asked(tiny_config):
+    from lerobot.configs import FeatureType, PolicyFeature
+
+    config = _config(tiny_config)
+    config.use_state = True
+    with pytest.raises(ValueError, match="use_state"):
+        AIMPolicy(config)  # no observation.state among the inputs
+    config.input_features["observation.state"] = PolicyFeature(FeatureType.STATE, (3,))
+    policy = AIMPolicy(config).eval()
+    stats = _stats() | {"observation.state": {"mean": torch.zeros(3), "std": torch.ones(3)}}
+    pre, _ = make_aim_pre_post_processors(config, stats)
+    raw = _training_batch(config)
+    raw["observation.state"] = torch.randn(3, len(config.observation_delta_indices), 3)
+    batch = pre(raw)
+    torch.manual_seed(1)
+    _, logs = policy(batch)
+    batch["observation.state"] = batch["observation.state"] + 1.0
+    torch.manual_seed(1)
+    _, moved = policy(batch)
+    assert logs["loss_act"] != moved["loss_act"]
+
+
 def _act(policy, pre, post, steps=10, seed=0):
     torch.manual_seed(seed)
     policy.reset()

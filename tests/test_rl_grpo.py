@@ -3,16 +3,17 @@
 import pytest
 import torch
 
-from lerobot_aim.model.mot import Prediction
+from lerobot_aim.model.mot import Context, Prediction
+from lerobot_aim.model.sampling import ChunkSchedule, sample_chunk, trajectory_log_probs
 from lerobot_aim.modeling_aim import AIMPolicy
 from lerobot_aim.rl.grpo import (
     freeze_all_but_action_stream,
+    gaussian_kl_same_std,
     grpo_loss,
     grpo_update,
     reference_action_stream,
     use_action_stream,
 )
-from lerobot_aim.rl.sde import gaussian_kl_same_std, sample_with_log_probs, trajectory_log_probs
 from tests.conftest import with_one_camera
 
 EPS = 0.2
@@ -73,23 +74,26 @@ def policy(tiny_config):
     return AIMPolicy(with_one_camera(tiny_config)).eval()
 
 
-def _trajectory(policy, batch=2):
-    cfg, model = policy.config, policy.model
+def _inputs(policy, batch=2, seed=0) -> tuple[Context, Prediction]:
+    cfg = policy.config
+    g = torch.Generator().manual_seed(seed)
     channels, grid = 3 * cfg.pixel_patch_size**2, cfg.image_size[0] // cfg.pixel_patch_size
     shape = (batch, channels, cfg.future_frames, grid, grid)
-    noise = Prediction(torch.randn(shape), torch.randn(shape), torch.randn(batch, cfg.chunk_size, 2))
-    _, trajectory = sample_with_log_probs(
-        model,
-        torch.randn(batch, channels, cfg.history_frames + 1, grid, grid),
-        torch.randn(batch, cfg.num_past_actions, 2),
-        torch.randn(batch, cfg.text_max_length, cfg.text_dim),
-        noise,
-        cfg.num_inference_steps,
-        cfg.video_infer_shift,
-        cfg.action_infer_shift,
-        sde_noise=0.5,
+    context = Context(
+        torch.randn(batch, channels, cfg.history_frames + 1, grid, grid, generator=g),
+        torch.randn(batch, cfg.num_past_actions, 2, generator=g),
+        torch.randn(batch, cfg.text_max_length, cfg.text_dim, generator=g),
     )
-    return trajectory
+    noise = Prediction(
+        torch.randn(shape, generator=g), torch.randn(shape, generator=g), torch.randn(batch, cfg.chunk_size, 2, generator=g)
+    )
+    return context, noise
+
+
+def _trajectory(policy, batch=2):
+    context, noise = _inputs(policy, batch)
+    schedule = ChunkSchedule.of(policy.config, action_noise=0.5)
+    return sample_chunk(policy.model, context, noise, schedule, record=True)[1]
 
 
 def test_only_the_action_stream_gets_gradients(policy):
@@ -104,6 +108,7 @@ def test_only_the_action_stream_gets_gradients(policy):
             assert param.requires_grad
         else:
             assert not param.requires_grad and param.grad is None, name
+    assert policy.model.context_action is not None  # the context's action tokens: a frozen Stage I copy
     assert all(p.grad is not None for p in params)
     assert sum(p.grad.abs().sum().item() for p in params) > 0
     assert not any(p.requires_grad for p in policy._frozen.codec.parameters())
@@ -146,3 +151,39 @@ def test_an_update_raises_the_objective_and_moves_only_the_action_stream(policy)
     state = policy.state_dict()
     assert all(torch.equal(state[k], v) for k, v in frozen_before.items())
     assert any(not torch.equal(state[k], v) for k, v in action_before.items())
+
+
+def test_an_update_keeps_the_rgb_and_value_predictions_of_stage_one(policy):
+    """Paper Sec. 4.3.4: Stage II freezes the video and value heads. What they predict for a fixed
+    input (a joint pass, and a sampled chunk's video) stays bit-identical after GRPO updates, while the
+    actions change. The RGB and value tokens read the past actions, so this holds only if the
+    context's action tokens are embedded by frozen weights."""
+    context, noise = _inputs(policy, seed=3)
+    sigma = torch.tensor([0.6, 0.2])
+    schedule = ChunkSchedule.of(policy.config)
+    with torch.no_grad():
+        stage_one = policy.model(context, noise, sigma, sigma)
+        stage_one_chunk, _ = sample_chunk(policy.model, context, noise, schedule)
+    params = freeze_all_but_action_stream(policy)
+    optimizer = torch.optim.SGD(params, lr=1e-2)
+    for _ in range(2):
+        grpo_update(policy, _trajectory(policy), torch.tensor([1.0, -1.0]), optimizer, params, EPS, max_grad_norm=0)
+    with torch.no_grad():
+        stage_two = policy.model(context, noise, sigma, sigma)
+        stage_two_chunk, _ = sample_chunk(policy.model, context, noise, schedule)
+    assert torch.equal(stage_two.rgb, stage_one.rgb) and torch.equal(stage_two.value, stage_one.value)
+    assert torch.equal(stage_two_chunk.rgb, stage_one_chunk.rgb)
+    assert torch.equal(stage_two_chunk.value, stage_one_chunk.value)
+    assert not torch.allclose(stage_two.actions, stage_one.actions)
+    assert not torch.allclose(stage_two_chunk.actions, stage_one_chunk.actions)
+
+
+def test_kl_of_equal_std_gaussians_matches_torch():
+    p, q, std = torch.randn(2, 3, 4, 2), torch.randn(2, 3, 4, 2), torch.tensor([0.5, 0.1, 0.0])
+    kl = gaussian_kl_same_std(p, q, std)
+    for k in range(2):
+        expected = torch.distributions.kl_divergence(
+            torch.distributions.Normal(p[:, k], std[k]), torch.distributions.Normal(q[:, k], std[k])
+        )
+        assert torch.allclose(kl[:, k], expected.flatten(1).sum(-1), rtol=1e-5)
+    assert torch.count_nonzero(kl[:, 2]) == 0

@@ -128,9 +128,11 @@ def test_vector_env_info_is_split_per_env_with_final_info_for_ended_episodes():
     )
 
 
-def test_value_frame_index_spreads_the_chunk_over_the_predicted_frames():
-    assert [value_frame_index(j, 8, 2) for j in range(8)] == [0, 0, 0, 0, 1, 1, 1, 1]
-    assert value_frame_index(3, 8, 1) == 0 and value_frame_index(20, 8, 5) == 4
+def test_value_frame_index_reads_the_frame_of_the_state_the_action_leads_to():
+    # decoded frame i shows step t + (i + 1) * frame_stride; action j leads to step t + j + 1
+    assert [value_frame_index(j, 4, 2) for j in range(8)] == [0, 0, 0, 0, 1, 1, 1, 1]  # tiny: stride 4
+    assert [value_frame_index(j, 1, 8) for j in range(8)] == list(range(8))  # Wan VAE: a frame per step
+    assert value_frame_index(20, 1, 8) == 7
 
 
 def test_returns_and_group_advantages():

@@ -221,12 +221,17 @@ def test_grpo_cli_trains_saves_resumes_and_survives_an_env_crash(monkeypatch, tm
     assert (checkpoint.parent / "training_state" / "optimizer_state.safetensors").is_file()
 
     before, after = load_file(stage1 / "model.safetensors"), load_file(checkpoint / "model.safetensors")
-    assert before.keys() == after.keys()
     action_keys = [k for k in before if k.startswith("model.action.")]
+    # The context's action tokens are embedded by a frozen copy of the Stage I action stream.
+    copies = {k.replace("model.action.", "model.context_action.", 1): k for k in action_keys}
+    assert after.keys() == before.keys() | copies.keys()
+    assert all(torch.equal(after[copy], before[k]) for copy, k in copies.items())
     assert any(not torch.equal(before[k], after[k]) for k in action_keys)
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("model.action."))
     reloaded = AIMPolicy.from_pretrained(checkpoint)
+    assert reloaded.config.context_action_stream
     assert torch.equal(reloaded.model.action.proj_out.weight, after["model.action.proj_out.weight"])
+    assert torch.equal(reloaded.model.context_action.proj_out.weight, before["model.action.proj_out.weight"])
 
     # Resume: same command, one more iteration, continues from checkpoints/last.
     with pytest.raises(FileExistsError, match="resume"):

@@ -145,7 +145,7 @@ def trained(annotated, tmp_path_factory):
 
 
 def test_wan22_5b_robotwin_preset_builds_on_meta_with_the_lingbot_grid():
-    from lerobot_aim.model import AIMTransformer
+    from lerobot_aim.model import AIMTransformer, Context, Prediction
     from lerobot_aim.processor_aim import OBS_RGB_CANVAS, AIMPackViewsProcessorStep
 
     config = load_preset("aim_wan22_5b_robotwin", device="cpu")
@@ -172,12 +172,10 @@ def test_wan22_5b_robotwin_preset_builds_on_meta_with_the_lingbot_grid():
         past = torch.empty(1, config.num_past_actions, 14, dtype=torch.bfloat16)
         noisy_actions = torch.empty(1, config.chunk_size, 14, dtype=torch.bfloat16)
         sigma = torch.empty(1)
-        context = model._context_tokens(obs_latents, past)
-        pred = model(
-            obs_latents, past, torch.empty(1, 512, 4096, dtype=torch.bfloat16),
-            future, future, sigma, noisy_actions, sigma,
-        )  # fmt: skip
-    assert context["rgb"].hidden.shape[1] == 2 * 120 and context["action"].hidden.shape[1] == 4
+        context = Context(obs_latents, past, torch.empty(1, 512, 4096, dtype=torch.bfloat16))
+        tokens = model._context_tokens(context)
+        pred = model(context, Prediction(future, future, noisy_actions), sigma, sigma)
+    assert tokens["rgb"].hidden.shape[1] == 2 * 120 and tokens["context_action"].hidden.shape[1] == 4
     assert pred.rgb.shape == pred.value.shape == (1, 48, 2, 24, 20)
     assert pred.actions.shape == (1, 8, 14)
     counts = {

@@ -113,7 +113,7 @@ def test_umt5_loads_plain_folder(tiny_umt5_dir, tmp_path):
 
 
 def test_umt5_missing_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"No UMT5 encoder.*text_encoder/ and tokenizer/"):
+    with pytest.raises(FileNotFoundError, match=r"No UMT5 encoder in .*text_encoder/ subfolder"):
         UMT5TextEncoder.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"does not exist.*--policy.text_encoder_path"):
         make_text_encoder("umt5", str(tmp_path / "missing"), 8, torch.float32)

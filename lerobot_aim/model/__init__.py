@@ -2,13 +2,17 @@
 
 from lerobot_aim.model.attention_mask import Group, dense_mask, flex_block_mask, rule_table
 from lerobot_aim.model.codecs import LatentCodec, PixelPatchCodec, WanVAECodec, make_codec
-from lerobot_aim.model.mot import AIMTransformer, ContextCache, Prediction
+from lerobot_aim.model.mot import AIMTransformer, Context, KVCache, Prediction
+from lerobot_aim.model.sampling import ActionTrajectory, ChunkSchedule, sample_chunk, trajectory_log_probs
 from lerobot_aim.model.text_encoders import TextEncoder, make_text_encoder
 from lerobot_aim.model.wan_stream import WanRGBStream
 
 __all__ = [
     "AIMTransformer",
-    "ContextCache",
+    "ActionTrajectory",
+    "ChunkSchedule",
+    "Context",
+    "KVCache",
     "Group",
     "LatentCodec",
     "PixelPatchCodec",
@@ -21,4 +25,6 @@ __all__ = [
     "make_codec",
     "make_text_encoder",
     "rule_table",
+    "sample_chunk",
+    "trajectory_log_probs",
 ]

@@ -2,7 +2,8 @@
 
 Each action is one token: a small MLP encodes it (z^a = E_a(a), Sec. 4.3.1), blocks of width
 ``action_width`` project their queries, keys and values into the shared attention space, and a
-linear decoder D_a reads the velocity of every action back out.
+linear decoder D_a reads the velocity of every action back out. With ``state_dim > 0`` a second MLP
+embeds the robot state as one more context token of this stream.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ class ActionStream(nn.Module):
         ffn_dim: int,
         num_layers: int,
         freq_dim: int,
+        state_dim: int = 0,
         eps: float = 1e-6,
     ):
         super().__init__()
         self.action_encoder = nn.Sequential(nn.Linear(action_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.state_encoder = None
+        if state_dim:
+            self.state_encoder = nn.Sequential(nn.Linear(state_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.condition_embedder = TimeEmbedding(dim, freq_dim)
         self.blocks = nn.ModuleList(
             StreamBlock(dim, num_heads, head_dim, ffn_dim, cross_attention=False, eps=eps)

@@ -3,15 +3,17 @@
 Every token belongs to one group. The table below is the whole rule; the dense SDPA mask and the
 FlexAttention block mask are both built from :func:`may_attend`, so they cannot disagree.
 
-| queries \\ keys | current obs | past obs | past actions | future RGB x | future value m | actions a |
-|----------------|-------------|----------|--------------|--------------|----------------|-----------|
-| context        | causal      | causal   | causal       | no           | no             | no        |
-| x              | yes         | yes      | yes          | yes          | no             | no        |
-| m              | yes         | yes      | no           | yes          | yes            | no        |
-| a              | yes         | no       | yes          | no (wam: yes)| yes            | yes       |
+| queries \\ keys | current obs | past obs | past actions | state  | future RGB x | future value m | actions a |
+|----------------|-------------|----------|--------------|--------|--------------|----------------|-----------|
+| context        | causal      | causal   | causal       | causal | no           | no             | no        |
+| x              | yes         | yes      | yes          | yes    | yes          | no             | no        |
+| m              | yes         | yes      | no           | yes    | yes          | yes            | no        |
+| a              | yes         | no       | yes          | yes    | no (wam: yes)| yes            | yes       |
 
 V_x = [z_t^o, z_{t-k:t-1}^o, z_{t-k:t-1}^a, z^l, z^x]; V_m = [z_t^o, z_{t-k:t-1}^o, z^x, z^m];
 V_a = [z_t^o, z_{t-k:t-1}^a, z^m, z^a]. Language reaches x through cross-attention, not this mask.
+The robot state (``use_state``; not in the paper) is current information, read by every stream.
+The value-noise tokens n^m belong to the value group m.
 "causal": a context token reads context tokens whose time is not later than its own. The context
 never reads the future, which is what makes its keys and values cacheable.
 """
@@ -27,26 +29,28 @@ class Group(IntEnum):
     CURRENT_OBS = 0
     PAST_OBS = 1
     PAST_ACTIONS = 2
-    FUTURE_RGB = 3
-    FUTURE_VALUE = 4
-    FUTURE_ACTIONS = 5
+    STATE = 3
+    FUTURE_RGB = 4
+    FUTURE_VALUE = 5
+    FUTURE_ACTIONS = 6
 
 
-CONTEXT_GROUPS = (Group.CURRENT_OBS, Group.PAST_OBS, Group.PAST_ACTIONS)
+CONTEXT_GROUPS = (Group.CURRENT_OBS, Group.PAST_OBS, Group.PAST_ACTIONS, Group.STATE)
 
 _N, _Y, _C = 0, 1, 2  # never, always, causal in time
-_RULE = {  # query group -> what it reads, in key-group order (cur, past, past_act, x, m, a)
-    Group.CURRENT_OBS: (_C, _C, _C, _N, _N, _N),
-    Group.PAST_OBS: (_C, _C, _C, _N, _N, _N),
-    Group.PAST_ACTIONS: (_C, _C, _C, _N, _N, _N),
-    Group.FUTURE_RGB: (_Y, _Y, _Y, _Y, _N, _N),
-    Group.FUTURE_VALUE: (_Y, _Y, _N, _Y, _Y, _N),
-    Group.FUTURE_ACTIONS: (_Y, _N, _Y, _N, _Y, _Y),
+_RULE = {  # query group -> what it reads, in key-group order (cur, past, past_act, state, x, m, a)
+    Group.CURRENT_OBS: (_C, _C, _C, _C, _N, _N, _N),
+    Group.PAST_OBS: (_C, _C, _C, _C, _N, _N, _N),
+    Group.PAST_ACTIONS: (_C, _C, _C, _C, _N, _N, _N),
+    Group.STATE: (_C, _C, _C, _C, _N, _N, _N),
+    Group.FUTURE_RGB: (_Y, _Y, _Y, _Y, _Y, _N, _N),
+    Group.FUTURE_VALUE: (_Y, _Y, _N, _Y, _Y, _Y, _N),
+    Group.FUTURE_ACTIONS: (_Y, _N, _Y, _Y, _N, _Y, _Y),
 }
 
 
 def rule_table(attention_mode: str) -> torch.Tensor:
-    """(6, 6) int table of the rule (0 never, 1 always, 2 causal) for an ``attention_mode``.
+    """(7, 7) int table of the rule (0 never, 1 always, 2 causal) for an ``attention_mode``.
 
     ``wam`` and ``no_value`` let actions read future RGB, as a typical unified world-action model
     does (``no_value`` has no value tokens at all).

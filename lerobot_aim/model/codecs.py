@@ -6,12 +6,13 @@ the same codec.
 """
 
 import os
-from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import patchify, unpatchify
 from torch import Tensor, nn
+
+from lerobot_aim.model.sources import resolve_component
 
 CODEC_KINDS = ("pixel", "wan_vae")
 
@@ -135,40 +136,14 @@ class WanVAECodec(LatentCodec):
 
     @classmethod
     def from_pretrained(
-        cls,
-        path_or_repo_id: str | os.PathLike,
-        subfolder: str | None = "auto",
-        torch_dtype: torch.dtype = torch.float32,
+        cls, path_or_repo_id: str | os.PathLike, torch_dtype: torch.dtype = torch.float32
     ) -> "WanVAECodec":
-        """Loads an AutoencoderKLWan from a local folder or a Hub id, through diffusers.
-
-        subfolder "auto" picks "vae" for a Hub id (the `Wan-AI/Wan2.2-TI2V-5B-Diffusers` layout) or for a
-        local folder that holds `vae/config.json`, and the folder itself for a local VAE folder.
-        """
-        local = Path(path_or_repo_id).expanduser()
-        if local.is_dir():
-            if subfolder == "auto":
-                subfolder = "vae" if (local / "vae" / "config.json").is_file() else None
-            if not (local / (subfolder or "") / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"No AutoencoderKLWan in {local / (subfolder or '')}: expected a diffusers VAE folder "
-                    "(config.json + diffusion_pytorch_model.safetensors) or a Wan pipeline folder with a vae/ "
-                    "subfolder. Download one, e.g. `hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers --include "
-                    "'vae/*' --local-dir <dir>`, and point --policy.codec_path to it."
-                )
-            source = str(local)
-        elif local.is_absolute() or str(path_or_repo_id).startswith((".", "~")):
-            raise FileNotFoundError(
-                f"Codec folder {local} does not exist: expected a diffusers AutoencoderKLWan folder or a Wan "
-                "pipeline folder with a vae/ subfolder. Fix --policy.codec_path, or give a Hub "
-                "id such as 'Wan-AI/Wan2.2-TI2V-5B-Diffusers'."
-            )
-        else:
-            source = str(path_or_repo_id)
-            if subfolder == "auto":
-                subfolder = "vae"
-        vae = AutoencoderKLWan.from_pretrained(source, subfolder=subfolder, torch_dtype=torch_dtype)
-        return cls(vae)
+        """Loads an AutoencoderKLWan through diffusers from its folder, a Wan pipeline folder with a
+        ``vae/`` subfolder, or a Hub id (:func:`~lerobot_aim.model.sources.resolve_component`)."""
+        source, subfolder = resolve_component(
+            path_or_repo_id, "vae", "Wan2.2 VAE (AutoencoderKLWan)", "--policy.codec_path"
+        )
+        return cls(AutoencoderKLWan.from_pretrained(source, subfolder=subfolder, torch_dtype=torch_dtype))
 
     def _encode(self, video: Tensor) -> Tensor:
         mean = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()

@@ -9,6 +9,9 @@ Action tokens (one per dataset step) sit *between* frames: the action taken j st
 k + (j + 1) / actions_per_latent_frame; that fractional time is both its causal time and its RoPE
 time position, and its row and column positions are 0. So the last action of the chunk shares
 the time of the last predicted frame, and the last past action that of the current frame.
+
+Tokens that belong to an instant rather than a patch (the robot state, the value-noise tokens)
+take that instant's time and row and column 0 (:func:`instant_layout`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from lerobot_aim.model.rope import frame_positions
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """groups (L,) long, times (L,) float, positions (L, 3) float of a token sequence."""
+    """groups (L,) long, times (L,) float, positions (L, 3) float of a token sequence (on the CPU)."""
 
     groups: torch.Tensor
     times: torch.Tensor
@@ -45,7 +48,7 @@ class TokenLayout:
 def frame_layout(group: Group, first_frame: int, num_frames: int, grid_hw: tuple[int, int]) -> TokenLayout:
     """Tokens of ``num_frames`` latent frames starting at ``first_frame``, frame-major."""
     positions = frame_positions(num_frames, *grid_hw, first_frame=first_frame)
-    groups = torch.full((len(positions),), int(group), dtype=torch.long)
+    groups = torch.full((len(positions),), int(group), dtype=torch.long, device="cpu")
     return TokenLayout(groups, positions[:, 0].clone(), positions)
 
 
@@ -60,7 +63,14 @@ def action_layout(
     group: Group, first_step: int, num_steps: int, current_frame: int, actions_per_latent_frame: int
 ) -> TokenLayout:
     """Actions at steps first_step .. first_step + num_steps - 1 relative to now (see module doc)."""
-    steps = torch.arange(first_step, first_step + num_steps, dtype=torch.float32)
+    steps = torch.arange(first_step, first_step + num_steps, dtype=torch.float32, device="cpu")
     times = current_frame + (steps + 1) / actions_per_latent_frame
     positions = torch.stack([times, torch.zeros_like(times), torch.zeros_like(times)], dim=-1)
-    return TokenLayout(torch.full((num_steps,), int(group), dtype=torch.long), times, positions)
+    return TokenLayout(torch.full((num_steps,), int(group), dtype=torch.long, device="cpu"), times, positions)
+
+
+def instant_layout(group: Group, time: float, num_tokens: int) -> TokenLayout:
+    """``num_tokens`` tokens of one instant: the state (current frame) or the value-noise tokens."""
+    times = torch.full((num_tokens,), float(time), device="cpu")
+    positions = torch.stack([times, torch.zeros_like(times), torch.zeros_like(times)], dim=-1)
+    return TokenLayout(torch.full((num_tokens,), int(group), dtype=torch.long, device="cpu"), times, positions)

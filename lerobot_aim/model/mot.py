@@ -8,18 +8,24 @@ feed-forward and (RGB only) cross-attention to language.
 Streams and their tokens:
 - RGB ``x`` (:class:`WanRGBStream`): the clean context frames (noise level 0, as Wan2.2 TI2V treats
   its conditioning frame) and the noisy future frames.
-- value ``m`` (:class:`ValueStream`): the noisy future value maps, at the same noise level as x.
-- action ``a`` (:class:`ActionStream`): the clean past actions and the noisy future actions.
+- value ``m`` (:class:`ValueStream`): the noisy future value maps, at the same noise level as x,
+  and the learned value-noise tokens n^m.
+- action ``a`` (:class:`ActionStream`): the clean context tokens (past actions, and the robot
+  state with ``use_state``) and the noisy future actions. With ``context_action_stream`` (Stage II)
+  the context tokens go through a frozen copy of the action stream, ``context_action``.
 
-The context (observation frames, past actions, instruction) never reads the future, so
-:meth:`AIMTransformer.encode_context` runs it once and keeps every layer's keys and values (those of
-the instruction's cross-attention too); :meth:`AIMTransformer.denoise` then runs only the future
-tokens against that cache.
+Nothing reads later groups than the rule allows (:mod:`lerobot_aim.model.attention_mask`): the
+context reads only itself, x and m never read the future actions. So one forward can be run as
+three passes, each reading the keys and values of the passes before it:
+:meth:`AIMTransformer.encode_context` (the context, once per chunk), :meth:`denoise_video` (x and m)
+and :meth:`denoise_actions` (a). :meth:`forward` runs all tokens in one pass (training); both ways
+compute the same velocities.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +34,14 @@ from torch.utils.checkpoint import checkpoint
 
 from lerobot_aim.model.action_stream import ActionStream
 from lerobot_aim.model.attention_mask import Group, dense_mask, flex_block_mask, rule_table
-from lerobot_aim.model.flow_matching import NUM_TRAIN_TIMESTEPS, euler_step, inference_sigmas
-from lerobot_aim.model.layout import TokenLayout, action_layout, frame_layout, observation_layout
+from lerobot_aim.model.flow_matching import NUM_TRAIN_TIMESTEPS
+from lerobot_aim.model.layout import (
+    TokenLayout,
+    action_layout,
+    frame_layout,
+    instant_layout,
+    observation_layout,
+)
 from lerobot_aim.model.rope import apply_rope, rope_cos_sin
 from lerobot_aim.model.stream_block import project_out
 from lerobot_aim.model.value_stream import ValueStream
@@ -39,9 +51,39 @@ FP32_MODULES = ("time_embedder", "scale_shift_table", "norm1", "norm2", "norm3",
 
 
 @dataclass
+class Context:
+    """What AIM plans from (clean, in the model's dtype).
+
+    obs_latents: (B, C, k+1, H, W) codec latents of the history frames and the current frame.
+    past_actions: (B, n_past, A) normalised actions executed between the first history frame and now.
+    text: (B, Lt, text_dim) instruction embeddings of the frozen text encoder.
+    state: (B, S) normalised robot state, or None (read only with ``use_state``).
+    """
+
+    obs_latents: torch.Tensor
+    past_actions: torch.Tensor
+    text: torch.Tensor
+    state: torch.Tensor | None = None
+
+
+@dataclass
+class Prediction:
+    """Noisy inputs, velocities (training) or clean samples (sampling) of the future streams.
+
+    rgb, value: (B, C, h, H, W) latents (value is None without a value stream); actions (B, chunk, A)
+    (None where a pass does not compute them).
+    """
+
+    rgb: torch.Tensor
+    value: torch.Tensor | None
+    actions: torch.Tensor | None
+
+
+@dataclass
 class StreamTokens:
     """One stream's tokens in one pass: hidden (B, L, dim), time embedding (B, L, dim) and its
-    per-token projection (B, L, 6, dim), and where they sit (:class:`TokenLayout`)."""
+    per-token projection (B, L, 6, dim), and where they sit (:class:`TokenLayout`, kept on the CPU:
+    masks and rotations are built from it once per layout and memoised)."""
 
     hidden: torch.Tensor
     temb: torch.Tensor
@@ -50,10 +92,10 @@ class StreamTokens:
 
 
 @dataclass
-class ContextCache:
-    """Keys and values (B, Lc, heads, head_dim) of the context in every layer, with its layout,
-    and every layer's keys and values (B, Lt, heads, head_dim) of the instruction that the RGB
-    stream cross-attends to."""
+class KVCache:
+    """Keys and values (B, L, heads, head_dim) of tokens already run, in every layer, with their
+    layout; every layer's keys and values (B, Lt, heads, head_dim) of the instruction, which the
+    RGB stream cross-attends to; and the context's frame count and latent grid."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -62,21 +104,25 @@ class ContextCache:
     num_obs_frames: int
     grid_hw: tuple[int, int]
 
-
-@dataclass
-class Prediction:
-    """Velocities (training) or clean samples (sampling) of the future streams.
-
-    rgb, value: (B, C, h, H, W) latents (value is None without a value stream); actions (B, H, A).
-    """
-
-    rgb: torch.Tensor
-    value: torch.Tensor | None
-    actions: torch.Tensor
+    def extend(self, keys: list[torch.Tensor], values: list[torch.Tensor], layout: TokenLayout) -> KVCache:
+        """This cache followed by more tokens' keys and values (e.g. the future video's)."""
+        return replace(
+            self,
+            keys=[torch.cat(pair, 1) for pair in zip(self.keys, keys, strict=True)],
+            values=[torch.cat(pair, 1) for pair in zip(self.values, values, strict=True)],
+            layout=TokenLayout.cat([self.layout, layout]),
+        )
 
 
 class AIMTransformer(nn.Module):
-    def __init__(self, config, action_dim: int, latent_channels: int, rgb: WanRGBStream | None = None):
+    def __init__(
+        self,
+        config,
+        action_dim: int,
+        latent_channels: int,
+        rgb: WanRGBStream | None = None,
+        state_dim: int = 0,
+    ):
         super().__init__()
         self.config = config
         heads, head_dim = config.num_attention_heads, config.attention_head_dim
@@ -95,21 +141,33 @@ class AIMTransformer(nn.Module):
         self.value = None
         if config.attention_mode != "no_value":
             self.value = ValueStream(
-                config.hidden_size, heads, head_dim, config.ffn_dim, config.num_layers, latent_channels,
-                config.patch_size, config.freq_dim, shared_blocks=config.share_value_weights,
-            )  # fmt: skip
+                dim=config.hidden_size,
+                num_heads=heads,
+                head_dim=head_dim,
+                ffn_dim=config.ffn_dim,
+                num_layers=config.num_layers,
+                latent_channels=latent_channels,
+                patch_size=config.patch_size,
+                freq_dim=config.freq_dim,
+                num_noise_tokens=config.num_value_noise_tokens,
+                shared_blocks=config.share_value_weights,
+            )
             self.value.copy_from_rgb(self.rgb)
         self.action = ActionStream(
-            action_dim,
-            config.action_width,
-            heads,
-            head_dim,
-            config.action_ffn_dim,
-            config.num_layers,
-            config.freq_dim,
+            action_dim=action_dim,
+            dim=config.action_width,
+            num_heads=heads,
+            head_dim=head_dim,
+            ffn_dim=config.action_ffn_dim,
+            num_layers=config.num_layers,
+            freq_dim=config.freq_dim,
+            state_dim=state_dim,
         )
+        self.context_action = copy.deepcopy(self.action) if config.context_action_stream else None
+        if self.context_action is not None:
+            self.context_action.requires_grad_(False)
         self.register_buffer("rule", rule_table(config.attention_mode), persistent=False)
-        self._masks: dict = {}
+        self._memo: dict = {}
 
     def _check_rgb_stream(self, latent_channels: int) -> None:
         rgb, cfg = self.rgb.config, self.config
@@ -130,22 +188,29 @@ class AIMTransformer(nn.Module):
                 f"The Wan transformer does not fit this AIM config ({details}); use a matching preset."
             )
 
+    def split_context_action_stream(self) -> None:
+        """Stage II: give the context's action-stream tokens (past actions, state) a frozen copy of the
+        action stream. The RGB and value streams read those tokens; with the copy, training the action
+        stream cannot change what they predict (paper Sec. 4.3.4: video and value heads frozen)."""
+        if self.context_action is None:
+            self.context_action = copy.deepcopy(self.action)
+            self.config.context_action_stream = True
+        self.context_action.requires_grad_(False)
+
     # ------------------------------------------------------------------------------------------
     # Token embedding
-    def _video_tokens(
-        self, stream, latents, sigma, layout, extra: torch.Tensor | None = None
-    ) -> StreamTokens:
-        """Frame tokens of a stream; ``sigma`` (B, L) per-token noise levels in [0, 1]."""
+    def _video_tokens(self, stream, latents, sigma, layout, extra: torch.Tensor | None = None) -> StreamTokens:
+        """Frame tokens of a stream, then ``extra`` (B or 1, n, dim) learned tokens; ``sigma`` (B, L)
+        per-token noise levels in [0, 1]."""
         hidden = patchify(latents, stream.patch_embedding)
         if extra is not None:
-            hidden = hidden + extra.to(hidden.dtype)
-        temb, proj = stream.condition_embedder(sigma * NUM_TRAIN_TIMESTEPS, hidden.dtype)
-        return StreamTokens(hidden, temb, proj, layout.to(hidden.device))
+            hidden = torch.cat([hidden, extra.to(hidden.dtype).expand(hidden.shape[0], -1, -1)], dim=1)
+        return self._embedded_tokens(stream, hidden, sigma, layout)
 
-    def _action_tokens(self, actions, sigma, layout) -> StreamTokens:
-        hidden = self.action.action_encoder(actions.to(self.action.action_encoder[0].weight.dtype))
-        temb, proj = self.action.condition_embedder(sigma * NUM_TRAIN_TIMESTEPS, hidden.dtype)
-        return StreamTokens(hidden, temb, proj, layout.to(hidden.device))
+    @staticmethod
+    def _embedded_tokens(stream, hidden, sigma, layout) -> StreamTokens:
+        temb, proj = stream.condition_embedder(sigma * NUM_TRAIN_TIMESTEPS, hidden.dtype)
+        return StreamTokens(hidden, temb, proj, layout)
 
     @staticmethod
     def _per_token(sigmas: list[tuple[torch.Tensor | float, int]], batch: int, device) -> torch.Tensor:
@@ -160,63 +225,87 @@ class AIMTransformer(nn.Module):
         _, ph, pw = self.config.patch_size
         return latents.shape[-2] // ph, latents.shape[-1] // pw
 
-    def _context_tokens(self, obs_latents, past_actions) -> dict[str, StreamTokens]:
-        batch, frames = obs_latents.shape[0], obs_latents.shape[2]
-        grid = self._grid(obs_latents)
-        obs_layout = observation_layout(frames, grid)
-        tokens = {
-            "rgb": self._video_tokens(
-                self.rgb,
-                obs_latents,
-                self._per_token([(0.0, len(obs_layout))], batch, obs_latents.device),
-                obs_layout,
-            )
-        }
-        num_past = past_actions.shape[1]
-        past_layout = action_layout(
-            Group.PAST_ACTIONS, -num_past, num_past, frames - 1, self.config.actions_per_latent_frame
-        )
-        tokens["action"] = self._action_tokens(
-            past_actions, self._per_token([(0.0, num_past)], batch, past_actions.device), past_layout
-        )
-        return tokens  # fmt: skip
+    @property
+    def _context_action_stream(self) -> ActionStream:
+        return self.context_action if self.context_action is not None else self.action
 
-    def _future_tokens(
-        self, num_obs_frames, grid, noisy_rgb, noisy_value, video_sigma, noisy_actions, action_sigma
-    ):
+    def _context_tokens(self, context: Context) -> dict[str, StreamTokens]:
+        """The clean context: observation frames (RGB stream), past actions and state (action stream)."""
+        obs, past_actions = context.obs_latents, context.past_actions
+        batch, frames, device = obs.shape[0], obs.shape[2], obs.device
+        obs_layout = observation_layout(frames, self._grid(obs))
+        rgb = self._video_tokens(
+            self.rgb, obs, self._per_token([(0.0, len(obs_layout))], batch, device), obs_layout
+        )
+        stream = self._context_action_stream
+        num_past = past_actions.shape[1]
+        layouts = [
+            action_layout(
+                Group.PAST_ACTIONS, -num_past, num_past, frames - 1, self.config.actions_per_latent_frame
+            )
+        ]
+        hidden = [stream.action_encoder(past_actions.to(stream.action_encoder[0].weight.dtype))]
+        if stream.state_encoder is not None:
+            if context.state is None:
+                raise ValueError(
+                    "This AIM model reads the robot state (use_state=true), but the batch has no "
+                    "`observation.state`."
+                )
+            state = context.state.to(stream.state_encoder[0].weight.dtype)
+            hidden.append(stream.state_encoder(state)[:, None])
+            layouts.append(instant_layout(Group.STATE, frames - 1, 1))
+        layout = TokenLayout.cat(layouts)
+        actions = self._embedded_tokens(
+            stream, torch.cat(hidden, 1), self._per_token([(0.0, len(layout))], batch, device), layout
+        )
+        return {"rgb": rgb, "context_action": actions}
+
+    def _future_video_tokens(self, num_obs_frames, grid, noisy_rgb, noisy_value, video_sigma):
         batch, horizon = noisy_rgb.shape[0], noisy_rgb.shape[2]
         rgb_layout = frame_layout(Group.FUTURE_RGB, num_obs_frames, horizon, grid)
-        sigma_v = self._per_token([(video_sigma, len(rgb_layout))], batch, noisy_rgb.device)
-        tokens = {"rgb": self._video_tokens(self.rgb, noisy_rgb, sigma_v, rgb_layout)}
+        sigma = self._per_token([(video_sigma, len(rgb_layout))], batch, noisy_rgb.device)
+        tokens = {"rgb": self._video_tokens(self.rgb, noisy_rgb, sigma, rgb_layout)}
         if self.value is not None:
-            value_layout = frame_layout(Group.FUTURE_VALUE, num_obs_frames, horizon, grid)
-            tokens["value"] = self._video_tokens(
-                self.value, noisy_value, sigma_v, value_layout, extra=self.value.value_noise_embedding
+            noise_tokens = self.value.value_noise_tokens
+            value_layout = TokenLayout.cat(
+                [
+                    frame_layout(Group.FUTURE_VALUE, num_obs_frames, horizon, grid),
+                    instant_layout(Group.FUTURE_VALUE, num_obs_frames, noise_tokens.shape[1]),
+                ]
             )
-        act_layout = action_layout(
-            Group.FUTURE_ACTIONS,
-            0,
-            noisy_actions.shape[1],
-            num_obs_frames - 1,
-            self.config.actions_per_latent_frame,
-        )
-        sigma_a = self._per_token([(action_sigma, noisy_actions.shape[1])], batch, noisy_actions.device)
-        tokens["action"] = self._action_tokens(noisy_actions, sigma_a, act_layout)
+            sigma = self._per_token([(video_sigma, len(value_layout))], batch, noisy_rgb.device)
+            tokens["value"] = self._video_tokens(self.value, noisy_value, sigma, value_layout, noise_tokens)
         return tokens
+
+    def _future_action_tokens(self, num_obs_frames, noisy_actions, action_sigma):
+        batch, chunk = noisy_actions.shape[:2]
+        layout = action_layout(
+            Group.FUTURE_ACTIONS, 0, chunk, num_obs_frames - 1, self.config.actions_per_latent_frame
+        )
+        hidden = self.action.action_encoder(noisy_actions.to(self.action.action_encoder[0].weight.dtype))
+        sigma = self._per_token([(action_sigma, chunk)], batch, noisy_actions.device)
+        return {"action": self._embedded_tokens(self.action, hidden, sigma, layout)}
 
     # ------------------------------------------------------------------------------------------
     # Attention
-    def _mask(self, key: tuple, q_layout: TokenLayout, k_layout: TokenLayout, device):
-        """Dense bool mask (SDPA) or FlexAttention block mask, memoised per token layout."""
+    def _mask(self, q_layout: TokenLayout, k_layout: TokenLayout, device):
+        """Dense bool mask (SDPA) or FlexAttention block mask, memoised per pair of token layouts."""
         backend = self.config.attention_backend
         if backend == "auto":
             backend = "flex" if device.type == "cuda" else "sdpa"
-        key = (*key, backend, str(device))
-        if key not in self._masks:
+        key = (backend, str(device), *(_signature(lay) for lay in (q_layout, k_layout)))
+        if key not in self._memo:
             build = flex_block_mask if backend == "flex" else dense_mask
             q, k = q_layout.to(device), k_layout.to(device)
-            self._masks[key] = (backend, build(self.rule, q.groups, k.groups, q.times, k.times))
-        return self._masks[key]
+            self._memo[key] = (backend, build(self.rule, q.groups, k.groups, q.times, k.times))
+        return self._memo[key]
+
+    def _rope(self, layout: TokenLayout, device):
+        """Rotary cos and sin of a layout's positions, memoised like the masks."""
+        key = ("rope", str(device), layout.positions.numpy().tobytes())
+        if key not in self._memo:
+            self._memo[key] = rope_cos_sin(layout.positions.to(device), self.config.attention_head_dim)
+        return self._memo[key]
 
     @staticmethod
     def _attend(q, k, v, mask) -> torch.Tensor:
@@ -230,6 +319,8 @@ class AIMTransformer(nn.Module):
         return out.transpose(1, 2).flatten(2).type_as(q)
 
     def _blocks(self, name: str):
+        if name == "context_action":
+            return self._context_action_stream.blocks
         if name == "value" and self.value.blocks is None:
             return self.rgb.blocks
         return getattr(self, name).blocks
@@ -259,13 +350,16 @@ class AIMTransformer(nn.Module):
             new.append(block.finish(hidden, attn, *mod[2:], text_kv=text_kv if name == "rgb" else None))
         return new, kv
 
-    def _run_layers(self, tokens: dict[str, StreamTokens], mask, text_kv, cache: ContextCache | None = None):
-        """All layers; returns final hiddens per stream and the per-layer K/V of these tokens.
+    def _run(self, tokens: dict[str, StreamTokens], text_kv, cache: KVCache | None = None):
+        """All layers over ``tokens``, reading the keys and values in ``cache`` too.
 
-        ``text_kv``: per layer, the instruction's keys and values (:meth:`_text_kv`)."""
+        Returns the final hiddens per stream, and the per-layer keys and values of these tokens with
+        their layout (to extend a cache with)."""
         layout = TokenLayout.cat([t.layout for t in tokens.values()])
         first = next(iter(tokens.values())).hidden
-        rope = rope_cos_sin(layout.positions.to(first.device), self.config.attention_head_dim)
+        device = first.device
+        mask = self._mask(layout, layout if cache is None else TokenLayout.cat([cache.layout, layout]), device)
+        rope = self._rope(layout, device)
         hiddens = [t.hidden for t in tokens.values()]
         keys, values = [], []
         for i in range(self.config.num_layers):
@@ -277,143 +371,94 @@ class AIMTransformer(nn.Module):
             else:
                 hiddens, (k, v) = self._layer(i, hiddens, tokens, rope, mask, text_kv[i], past_kv)
             keys.append(k), values.append(v)
-        return dict(zip(tokens, hiddens, strict=True)), keys, values
+        return dict(zip(tokens, hiddens, strict=True)), keys, values, layout
+
+    # ------------------------------------------------------------------------------------------
+    # Outputs
+    def _video_out(self, name, hiddens, tokens, skip: int, grid, horizon) -> torch.Tensor | None:
+        """(B, C, horizon, H, W) latents from a stream's hiddens, its first ``skip`` tokens dropped
+        (the context frames) and only its frame tokens read (not the value-noise tokens)."""
+        if name not in hiddens:
+            return None
+        count = horizon * grid[0] * grid[1]
+        hidden, temb = hiddens[name][:, skip : skip + count], tokens[name].temb[:, skip : skip + count]
+        return unpatchify(project_out(getattr(self, name), hidden, temb), (horizon, *grid), self.config.patch_size)
+
+    def _action_out(self, hiddens, tokens) -> torch.Tensor:
+        return project_out(self.action, hiddens["action"], tokens["action"].temb)
 
     # ------------------------------------------------------------------------------------------
     # Passes
-    def _outputs(self, hiddens, tokens, skip: dict[str, int], grid, horizon) -> Prediction:
-        def video(name):
-            if name not in hiddens:
-                return None
-            s = skip.get(name, 0)
-            out = project_out(getattr(self, name), hiddens[name][:, s:], tokens[name].temb[:, s:])
-            return unpatchify(out, (horizon, *grid), self.config.patch_size)
-
-        s = skip.get("action", 0)
-        actions = project_out(self.action, hiddens["action"][:, s:], tokens["action"].temb[:, s:])
-        return Prediction(video("rgb"), video("value"), actions)
-
     def forward(
-        self,
-        obs_latents: torch.Tensor,
-        past_actions: torch.Tensor,
-        text: torch.Tensor,
-        noisy_rgb: torch.Tensor,
-        noisy_value: torch.Tensor | None,
-        video_sigma: torch.Tensor,
-        noisy_actions: torch.Tensor,
-        action_sigma: torch.Tensor,
+        self, context: Context, noisy: Prediction, video_sigma: torch.Tensor, action_sigma: torch.Tensor
     ) -> Prediction:
-        """One joint pass over context and future (training, and sampling without the cache).
+        """One joint pass over context and future (training): the predicted velocities.
 
         Args:
-            obs_latents: (B, C, k+1, H, W) clean latents of the history and current frames.
-            past_actions: (B, n_past, A) clean normalised past actions.
-            text: (B, Lt, text_dim) instruction embeddings.
-            noisy_rgb, noisy_value: (B, C, h, H, W) noisy future latents (value None in no_value mode).
-            video_sigma: (B,) their shared noise level in [0, 1].
-            noisy_actions: (B, chunk, A) noisy future actions; action_sigma: (B,) their noise level.
-        Returns:
-            the predicted velocities of the future streams.
+            context: the clean context (:class:`Context`).
+            noisy: the noisy future: rgb, value (B, C, h, H, W) (value None in no_value mode) and
+                actions (B, chunk, A).
+            video_sigma: (B,) the noise level of x and m in [0, 1]; action_sigma: (B,) that of a.
         """
-        hiddens, tokens, skip = self._joint_pass(
-            obs_latents, past_actions, text, noisy_rgb, noisy_value, video_sigma, noisy_actions, action_sigma
+        hiddens, tokens, num_context_frames = self._joint_pass(context, noisy, video_sigma, action_sigma)
+        grid, horizon = self._grid(context.obs_latents), noisy.rgb.shape[2]
+        return Prediction(
+            self._video_out("rgb", hiddens, tokens, num_context_frames, grid, horizon),
+            self._video_out("value", hiddens, tokens, 0, grid, horizon),
+            self._action_out(hiddens, tokens),
         )
-        return self._outputs(hiddens, tokens, skip, self._grid(obs_latents), noisy_rgb.shape[2])
 
-    def _joint_pass(
-        self,
-        obs_latents,
-        past_actions,
-        text,
-        noisy_rgb,
-        noisy_value,
-        video_sigma,
-        noisy_actions,
-        action_sigma,
-    ):
-        """Final hidden states of every token (context included), the tokens, and the context length per stream."""
-        ctx = self._context_tokens(obs_latents, past_actions)
-        grid, frames = self._grid(obs_latents), obs_latents.shape[2]
-        fut = self._future_tokens(
-            frames, grid, noisy_rgb, noisy_value, video_sigma, noisy_actions, action_sigma
-        )
-        tokens = {"rgb": _cat_tokens(ctx["rgb"], fut["rgb"])}
-        if "value" in fut:
-            tokens["value"] = fut["value"]
-        tokens["action"] = _cat_tokens(ctx["action"], fut["action"])
-        layout = TokenLayout.cat([t.layout for t in tokens.values()])
-        mask = self._mask(("full", len(layout), len(ctx["rgb"].layout)), layout, layout, obs_latents.device)
-        hiddens, _, _ = self._run_layers(tokens, mask, self._text_kv(text))
-        skip = {"rgb": ctx["rgb"].hidden.shape[1], "action": ctx["action"].hidden.shape[1]}
-        return hiddens, tokens, skip
+    def _joint_pass(self, context: Context, noisy: Prediction, video_sigma, action_sigma):
+        """Final hidden states of every token (context included), the tokens, and the number of
+        context tokens of the RGB stream."""
+        ctx = self._context_tokens(context)
+        frames, grid = context.obs_latents.shape[2], self._grid(context.obs_latents)
+        video = self._future_video_tokens(frames, grid, noisy.rgb, noisy.value, video_sigma)
+        tokens = {"rgb": _cat_tokens(ctx["rgb"], video["rgb"])}
+        if "value" in video:
+            tokens["value"] = video["value"]
+        tokens["context_action"] = ctx["context_action"]
+        tokens.update(self._future_action_tokens(frames, noisy.actions, action_sigma))
+        hiddens, _, _, _ = self._run(tokens, self._text_kv(context.text))
+        return hiddens, tokens, ctx["rgb"].hidden.shape[1]
 
-    def encode_context(
-        self, obs_latents: torch.Tensor, past_actions: torch.Tensor, text: torch.Tensor
-    ) -> ContextCache:
+    def encode_context(self, context: Context) -> KVCache:
         """Run the context alone (it reads nothing else) and keep each layer's keys and values."""
-        tokens = self._context_tokens(obs_latents, past_actions)
-        layout = TokenLayout.cat([t.layout for t in tokens.values()])
-        mask = self._mask(
-            ("context", len(layout), len(tokens["rgb"].layout)), layout, layout, obs_latents.device
+        tokens = self._context_tokens(context)
+        text_kv = self._text_kv(context.text)
+        _, keys, values, layout = self._run(tokens, text_kv)
+        return KVCache(
+            keys, values, layout, text_kv, context.obs_latents.shape[2], self._grid(context.obs_latents)
         )
-        text_kv = self._text_kv(text)
-        _, keys, values = self._run_layers(tokens, mask, text_kv)
-        return ContextCache(keys, values, layout, text_kv, obs_latents.shape[2], self._grid(obs_latents))
+
+    def denoise_video(
+        self, cache: KVCache, rgb: torch.Tensor, value: torch.Tensor | None, video_sigma: torch.Tensor
+    ) -> tuple[Prediction, KVCache]:
+        """Velocities of x and m (their tokens read the context and each other, never the actions),
+        and ``cache`` extended with their keys and values, for :meth:`denoise_actions` to read."""
+        tokens = self._future_video_tokens(cache.num_obs_frames, cache.grid_hw, rgb, value, video_sigma)
+        hiddens, keys, values, layout = self._run(tokens, cache.text_kv, cache)
+        horizon = rgb.shape[2]
+        velocity = Prediction(
+            self._video_out("rgb", hiddens, tokens, 0, cache.grid_hw, horizon),
+            self._video_out("value", hiddens, tokens, 0, cache.grid_hw, horizon),
+            None,
+        )
+        return velocity, cache.extend(keys, values, layout)
+
+    def denoise_actions(self, cache: KVCache, actions: torch.Tensor, action_sigma: torch.Tensor) -> torch.Tensor:
+        """(B, chunk, A) velocity of the actions, reading a cache that holds the context and the
+        future video (:meth:`denoise_video`)."""
+        tokens = self._future_action_tokens(cache.num_obs_frames, actions, action_sigma)
+        hiddens, _, _, _ = self._run(tokens, cache.text_kv, cache)
+        return self._action_out(hiddens, tokens)
 
     def denoise(
-        self, cache: ContextCache, noisy_rgb, noisy_value, video_sigma, noisy_actions, action_sigma
+        self, cache: KVCache, noisy: Prediction, video_sigma: torch.Tensor, action_sigma: torch.Tensor
     ) -> Prediction:
-        """Velocities of the future streams, reading the context from ``cache`` (same as :meth:`forward`)."""
-        tokens = self._future_tokens(
-            cache.num_obs_frames,
-            cache.grid_hw,
-            noisy_rgb,
-            noisy_value,
-            video_sigma,
-            noisy_actions,
-            action_sigma,
-        )
-        q_layout = TokenLayout.cat([t.layout for t in tokens.values()])
-        k_layout = TokenLayout.cat([cache.layout, q_layout])
-        mask = self._mask(("future", len(q_layout), len(cache.layout)), q_layout, k_layout, noisy_rgb.device)
-        hiddens, _, _ = self._run_layers(tokens, mask, cache.text_kv, cache)
-        return self._outputs(hiddens, tokens, {}, cache.grid_hw, noisy_rgb.shape[2])
-
-    @torch.no_grad()
-    def sample(
-        self,
-        obs_latents: torch.Tensor,
-        past_actions: torch.Tensor,
-        text: torch.Tensor,
-        noise: Prediction,
-        num_steps: int,
-        video_shift: float,
-        action_shift: float,
-        use_cache: bool = True,
-    ) -> Prediction:
-        """Denoise x, m and a together from Gaussian ``noise`` (paper Sec. 4.4, steps 3-6).
-
-        x and m follow one schedule, a another; both take ``num_steps`` Euler steps.
-        """
-        video_sigmas = inference_sigmas(num_steps, video_shift)
-        action_sigmas = inference_sigmas(num_steps, action_shift)
-        batch = obs_latents.shape[0]
-        cache = self.encode_context(obs_latents, past_actions, text) if use_cache else None
-        x, m, a = noise.rgb, noise.value, noise.actions
-        for i in range(num_steps):
-            sv, sa = video_sigmas[i].item(), action_sigmas[i].item()
-            sv_b = torch.full((batch,), sv, device=x.device)
-            sa_b = torch.full((batch,), sa, device=x.device)
-            if cache is not None:
-                v = self.denoise(cache, x, m, sv_b, a, sa_b)
-            else:
-                v = self(obs_latents, past_actions, text, x, m, sv_b, a, sa_b)
-            x = euler_step(x, v.rgb, sv, video_sigmas[i + 1].item())
-            if m is not None:
-                m = euler_step(m, v.value, sv, video_sigmas[i + 1].item())
-            a = euler_step(a, v.actions, sa, action_sigmas[i + 1].item())
-        return Prediction(x, m, a)
+        """Velocities of all future streams from the context cache (the same as :meth:`forward`)."""
+        video, with_video = self.denoise_video(cache, noisy.rgb, noisy.value, video_sigma)
+        return replace(video, actions=self.denoise_actions(with_video, noisy.actions, action_sigma))
 
     def set_dtype(self, dtype: torch.dtype) -> AIMTransformer:
         """Cast weights to ``dtype`` but keep norms, modulation tables and time MLPs in fp32 (as Wan)."""
@@ -425,6 +470,11 @@ class AIMTransformer(nn.Module):
             if name.rsplit(".", 1)[-1] == "scale_shift_table":
                 param.data = param.data.float()
         return self
+
+
+def _signature(layout: TokenLayout) -> tuple:
+    """A hashable key of a layout's groups and times (what the attention mask depends on)."""
+    return (len(layout), layout.groups.numpy().tobytes(), layout.times.numpy().tobytes())
 
 
 def _cat_tokens(a: StreamTokens, b: StreamTokens) -> StreamTokens:

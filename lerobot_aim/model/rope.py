@@ -47,7 +47,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def frame_positions(num_frames: int, height: int, width: int, first_frame: int = 0) -> torch.Tensor:
-    """(num_frames * height * width, 3) positions of a latent token grid, frame-major like Wan's flatten."""
-    t = torch.arange(first_frame, first_frame + num_frames)
-    grid = torch.stack(torch.meshgrid(t, torch.arange(height), torch.arange(width), indexing="ij"), dim=-1)
+    """(num_frames * height * width, 3) positions (CPU) of a latent token grid, frame-major like Wan's flatten."""
+    t = torch.arange(first_frame, first_frame + num_frames, device="cpu")
+    rows, cols = torch.arange(height, device="cpu"), torch.arange(width, device="cpu")
+    grid = torch.stack(torch.meshgrid(t, rows, cols, indexing="ij"), dim=-1)
     return grid.reshape(-1, 3).float()

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, UMT5EncoderModel
 from transformers import logging as transformers_logging
 
+from lerobot_aim.model.sources import resolve_component
+
 TEXT_ENCODER_KINDS = ("minilm", "umt5")
 
 
@@ -147,51 +149,18 @@ class UMT5TextEncoder(TextEncoder):
 
     @classmethod
     def from_pretrained(
-        cls,
-        path_or_repo_id: str | os.PathLike,
-        max_length: int = 512,
-        torch_dtype: torch.dtype = torch.float32,
-        text_encoder_subfolder: str | None = "auto",
-        tokenizer_subfolder: str | None = "auto",
+        cls, path_or_repo_id: str | os.PathLike, max_length: int = 512, torch_dtype: torch.dtype = torch.float32
     ) -> "UMT5TextEncoder":
-        """Loads a UMT5EncoderModel and its tokenizer from a local folder or a Hub id, through transformers.
-
-        A subfolder "auto" picks "text_encoder" / "tokenizer" for a Hub id (the
-        `Wan-AI/Wan2.2-TI2V-5B-Diffusers` layout) or for a local folder holding them, and the folder
-        itself otherwise.
-        """
-        local = Path(path_or_repo_id).expanduser()
-        if local.is_dir():
-            if text_encoder_subfolder == "auto":
-                text_encoder_subfolder = "text_encoder" if (local / "text_encoder").is_dir() else None
-            if tokenizer_subfolder == "auto":
-                tokenizer_subfolder = "tokenizer" if (local / "tokenizer").is_dir() else None
-            if not (local / (text_encoder_subfolder or "") / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"No UMT5 encoder in {local / (text_encoder_subfolder or '')}: expected a transformers "
-                    "UMT5EncoderModel folder (config.json + weights) and its tokenizer, either as text_encoder/ "
-                    "and tokenizer/ subfolders (the Wan-AI/Wan2.2-TI2V-5B-Diffusers layout) or in one folder. "
-                    "Download them, e.g. `hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers --include "
-                    "'text_encoder/*' 'tokenizer/*' --local-dir <dir>`, and point "
-                    "--policy.text_encoder_path to it."
-                )
-            source = str(local)
-        elif local.is_absolute() or str(path_or_repo_id).startswith((".", "~")):
-            raise FileNotFoundError(
-                f"Text encoder folder {local} does not exist: expected a UMT5EncoderModel folder and its "
-                "tokenizer, or a Wan pipeline folder with text_encoder/ and tokenizer/ subfolders. Fix "
-                "--policy.text_encoder_path, or give a Hub id such as 'Wan-AI/Wan2.2-TI2V-5B-Diffusers'."
-            )
-        else:
-            source = str(path_or_repo_id)
-            if text_encoder_subfolder == "auto":
-                text_encoder_subfolder = "text_encoder"
-            if tokenizer_subfolder == "auto":
-                tokenizer_subfolder = "tokenizer"
-        model = UMT5EncoderModel.from_pretrained(
-            source, subfolder=text_encoder_subfolder or "", dtype=torch_dtype
+        """Loads a UMT5EncoderModel and its tokenizer through transformers from one folder, a Wan
+        pipeline folder with ``text_encoder/`` and ``tokenizer/`` subfolders, or a Hub id
+        (:func:`~lerobot_aim.model.sources.resolve_component`)."""
+        flag = "--policy.text_encoder_path"
+        source, subfolder = resolve_component(path_or_repo_id, "text_encoder", "UMT5 encoder", flag)
+        model = UMT5EncoderModel.from_pretrained(source, subfolder=subfolder or "", dtype=torch_dtype)
+        source, subfolder = resolve_component(
+            path_or_repo_id, "tokenizer", "UMT5 tokenizer", flag, marker="tokenizer_config.json"
         )
-        tokenizer = AutoTokenizer.from_pretrained(source, subfolder=tokenizer_subfolder or "")
+        tokenizer = AutoTokenizer.from_pretrained(source, subfolder=subfolder or "")
         return cls(model, tokenizer, max_length)
 
 

@@ -4,8 +4,11 @@ Value maps are packed and encoded like the RGB frames (same T-pose canvas, same 
 value tokens align pixel for pixel with RGB tokens and share their positions. The stream starts as
 a copy of the RGB stream (:meth:`copy_from_rgb`) or uses the RGB stream's blocks outright
 (``share_value_weights``); either way it keeps its own patch embedding, time modulation and output
-head, and a learned value-noise embedding n^m that marks its tokens as value maps (paper Sec. 4.3.2:
-the value stream's input is [z^m, n^m]).
+head, and the learned value-noise tokens n^m (paper Sec. 4.3.2: the value stream's input is
+[z^m, n^m]). This project reads n^m as tokens appended to the value-map tokens, not as a vector
+added to each of them: an added constant is what the patch embedding's bias already is, so it could
+not change what the model expresses, while extra tokens are read by the value and action tokens and
+carry what the stream learns to put there.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ class ValueStream(nn.Module):
         latent_channels: int,
         patch_size: tuple[int, int, int],
         freq_dim: int,
+        num_noise_tokens: int = 1,
         shared_blocks: bool = False,
         eps: float = 1e-6,
     ):
         super().__init__()
         patch_dim = latent_channels * patch_size[0] * patch_size[1] * patch_size[2]
         self.patch_embedding = nn.Conv3d(latent_channels, dim, kernel_size=patch_size, stride=patch_size)
-        self.value_noise_embedding = nn.Parameter(torch.zeros(1, 1, dim))
+        self.value_noise_tokens = nn.Parameter(torch.randn(1, num_noise_tokens, dim) * 0.02)
         self.condition_embedder = TimeEmbedding(dim, freq_dim)
         self.blocks = None
         if not shared_blocks:

@@ -19,6 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from lerobot_aim.model.rope import frame_positions, rope_cos_sin
+from lerobot_aim.model.sources import resolve_component
 from lerobot_aim.model.stream_block import StreamBlock, WanConditionEmbedder, add_output_head, project_out
 
 
@@ -92,23 +93,18 @@ class WanRGBStream(ModelMixin, ConfigMixin):
         """Build the stream from a diffusers ``WanTransformer3DModel`` (folder, Hub id or module).
 
         A folder is loaded by diffusers' own loader: modules are created on the meta device and
-        the safetensors shards are streamed into them, so the 5B model is never held twice. A model
-        folder whose weights sit in ``transformer/`` is found without naming the subfolder.
+        the safetensors shards are streamed into them, so the 5B model is never held twice. A pipeline
+        folder or Hub id whose transformer sits in ``transformer/`` is found without naming the
+        subfolder (:func:`~lerobot_aim.model.sources.resolve_component`).
         """
         if isinstance(folder_or_module, nn.Module):
             stream = cls.from_config(folder_or_module.config)
             stream.load_state_dict(folder_or_module.state_dict())
             return stream.to(torch_dtype) if torch_dtype is not None else stream
-        path = Path(folder_or_module)
-        if subfolder is None and path.is_dir() and not (path / "config.json").exists():
-            if not (path / "transformer" / "config.json").exists():
-                raise FileNotFoundError(
-                    f"{path} holds no Wan transformer: expected config.json and *.safetensors in it or in "
-                    f"{path / 'transformer'} (the layout of Wan-AI/Wan2.2-TI2V-5B-Diffusers)."
-                )
-            subfolder = "transformer"
-        if subfolder is None and not path.exists() and str(folder_or_module).count("/") == 1:
-            subfolder = "transformer"  # a Hub id of a whole diffusers pipeline
+        if subfolder is None:
+            folder_or_module, subfolder = resolve_component(
+                folder_or_module, "transformer", "Wan transformer (WanTransformer3DModel)", "--policy.wan_path"
+            )
         return cls.from_pretrained(folder_or_module, subfolder=subfolder, torch_dtype=torch_dtype, **kwargs)
 
     @property

@@ -3,7 +3,8 @@
 ``L_GRPO = E_t[min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)]`` is maximised; :func:`grpo_loss`
 returns its negative (plus an optional KL penalty) for gradient descent.
 
-Ratio level. A chunk's log-probability is a sum over K denoising steps (:mod:`.sde`). The default,
+Ratio level. A chunk's log-probability is a sum over K denoising steps
+(:mod:`lerobot_aim.model.sampling`). The default,
 ``ratio_level="step"``, treats every denoising step as one decision with its own ratio
 rho_{t,k} = pi(a_{k+1} | a_k) / pi_old(a_{k+1} | a_k), clipped separately and averaged over steps (as
 Flow-GRPO does); the chunk's advantage applies to each of its steps. This keeps ratios near 1
@@ -19,7 +20,6 @@ steps and chunks.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 
 import torch
@@ -30,7 +30,12 @@ RATIO_LEVELS = ("step", "chunk")
 
 def freeze_all_but_action_stream(policy: nn.Module) -> list[nn.Parameter]:
     """Stage II: freeze everything (RGB and value streams, codec, text encoder) except
-    ``policy.model.action``; returns the trainable parameters."""
+    ``policy.model.action``; returns the trainable parameters.
+
+    The context's action-stream tokens (past actions, state) move to a frozen copy of the action
+    stream first (:meth:`AIMTransformer.split_context_action_stream`): the RGB and value streams read
+    them, so training the stream that embeds them would change the predictions that must stay frozen."""
+    policy.model.split_context_action_stream()
     policy.requires_grad_(False)
     frozen = getattr(policy, "_frozen", None)
     for part in (getattr(frozen, "codec", None), getattr(frozen, "text_encoder", None)):
@@ -42,10 +47,23 @@ def freeze_all_but_action_stream(policy: nn.Module) -> list[nn.Parameter]:
 
 
 def reference_action_stream(policy: nn.Module) -> nn.Module:
-    """A frozen copy of the current action stream (the Stage I reference for the KL term)."""
-    reference = copy.deepcopy(policy.model.action)
-    reference.requires_grad_(False)
+    """The Stage I action stream, frozen (the reference of the KL term): the copy that embeds the
+    context (:func:`freeze_all_but_action_stream` made it from the Stage I weights)."""
+    reference = policy.model.context_action
+    if reference is None:
+        raise ValueError("Call freeze_all_but_action_stream(policy) first: it keeps the Stage I action stream.")
     return reference.eval()
+
+
+def gaussian_kl_same_std(mean_p: Tensor, mean_q: Tensor, std: Tensor) -> Tensor:
+    """(B, K) KL(N(mean_p, s^2) || N(mean_q, s^2)) per step, summed over the chunk and action dims.
+
+    Means are (B, K, ...), ``std`` (K,); steps with std 0 give 0.
+    """
+    std = std.to(mean_p.device, torch.float32)
+    sq = (mean_p.float() - mean_q.float()).pow(2).flatten(2).sum(-1)  # (B, K)
+    safe = torch.where(std > 0, std, torch.ones_like(std))
+    return torch.where(std > 0, sq / (2 * safe**2), torch.zeros_like(sq))
 
 
 @contextlib.contextmanager
@@ -138,9 +156,9 @@ def grpo_update(
     max_grad_norm: float = 1.0,
 ) -> dict[str, float]:
     """PPO-style epochs over the chunks: recompute log-probs, clipped loss, one optimizer step per
-    minibatch. ``trajectories`` is an :class:`~lerobot_aim.rl.sde.ActionTrajectory` of B chunks (any
-    device), ``advantages`` (B,). ``reference`` (a frozen action stream) adds the KL term / its log."""
-    from lerobot_aim.rl.sde import gaussian_kl_same_std, trajectory_log_probs
+    minibatch. ``trajectories`` is an :class:`~lerobot_aim.model.sampling.ActionTrajectory` of B chunks
+    (any device), ``advantages`` (B,). ``reference`` (a frozen action stream) adds the KL term / its log."""
+    from lerobot_aim.model.sampling import trajectory_log_probs
 
     model = policy.model
     device = next(model.parameters()).device

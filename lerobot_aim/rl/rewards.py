@@ -193,13 +193,14 @@ def dense_reward(
     return best
 
 
-def value_frame_index(step_in_chunk: int, chunk_size: int, num_frames: int) -> int:
-    """Which of the ``num_frames`` predicted (decoded) frames covers action ``step_in_chunk``.
+def value_frame_index(step_in_chunk: int, frame_stride: int, num_frames: int) -> int:
+    """Which decoded future frame shows the state that action ``step_in_chunk`` of the chunk leads to.
 
-    The predicted frames span the chunk evenly, the first one ending after its first share of actions
-    (tiny preset: 8 actions, 2 frames -> actions 0-3 read frame 0, actions 4-7 frame 1).
+    Decoded frame i shows dataset step t + (i + 1) * frame_stride (:meth:`AIMPolicy.decode_value_maps`);
+    action j leads to step t + j + 1, shown by frame (j + 1) / frame_stride - 1, or, between frames,
+    by the next one: floor(j / frame_stride) (tiny preset, stride 4: actions 0-3 read frame 0).
     """
-    return min(num_frames - 1, max(0, step_in_chunk) * num_frames // max(chunk_size, 1))
+    return min(num_frames - 1, max(0, step_in_chunk) // max(frame_stride, 1))
 
 
 def step_rewards(dense: Tensor, success: Tensor, lambda_d: float, lambda_s: float) -> Tensor:

@@ -5,8 +5,9 @@ task string -> env preprocessor -> policy preprocessor; same action path: policy
 postprocessor -> ``env.step``; latched ``done``; ``is_success`` read from each env's own info, its
 ``final_info`` when it just ended), with the policy's
 ``select_action`` replaced by :class:`StochasticActor`: it keeps AIMPolicy's queue, frame and
-past-action history, but plans each chunk with the flow-SDE sampler (:mod:`.sde`) and records the
-chunk's trajectory, and it decodes the frozen value head's predicted maps for the dense reward.
+past-action history, but plans each chunk with the flow-SDE actions of the one sampler
+(:mod:`lerobot_aim.model.sampling`) and records the chunk's trajectory, and it decodes the frozen
+value head's predicted maps for the dense reward.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from lerobot.envs.utils import NEW_ROLLOUT_OPTION
 from lerobot.utils.constants import ACTION
 from torch import Tensor
 
-from lerobot_aim.model.mot import Prediction
+from lerobot_aim.model.mot import Context, Prediction
+from lerobot_aim.model.sampling import ActionTrajectory, ChunkSchedule, sample_chunk
 from lerobot_aim.rl.rewards import (
     dense_reward,
     env_info_at,
@@ -32,7 +34,6 @@ from lerobot_aim.rl.rewards import (
     read_env_geometry,
     value_frame_index,
 )
-from lerobot_aim.rl.sde import ActionTrajectory, sample_with_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +76,19 @@ class StochasticActor:
     def predict_chunk(self, batch: dict) -> tuple[Tensor, ActionTrajectory]:
         """As AIMPolicy.predict_action_chunk, with the SDE for the actions."""
         policy = self.policy
-        cfg = policy.config
-        obs, past_actions, text, noise = policy.chunk_inputs(batch)
+        context, noise = policy.chunk_inputs(batch)
         # Clones: inputs computed under another caller's inference_mode (e.g. the text encoder's
         # cache after lerobot's eval) could not be saved for backward when log-probs are recomputed.
-        pred, trajectory = sample_with_log_probs(
-            policy.model, obs.clone(), past_actions.clone(), text.clone(),
-            noise, num_steps=cfg.num_inference_steps, video_shift=cfg.video_infer_shift,
-            action_shift=cfg.action_infer_shift, sde_noise=self.sde_noise, use_cache=cfg.use_context_cache,
-        )  # fmt: skip
-        policy.remember(pred)
+        context = Context(*(t.clone() if t is not None else None for t in vars(context).values()))
+        pred, trajectory = sample_chunk(
+            policy.model,
+            context,
+            noise,
+            ChunkSchedule.of(policy.config, action_noise=self.sde_noise),
+            use_cache=policy.config.use_context_cache,
+            record=True,
+        )
+        policy.remember(pred, context)
         self.last_prediction = pred
         return pred.actions.float(), trajectory
 
@@ -100,7 +104,7 @@ class StochasticActor:
             self.chunk_steps.append(self.env_step)
             self.step_in_chunk = 0
             if self.decode_value_maps:
-                self.value_canvas = self.policy.decode_value_maps(self.last_prediction.value).cpu()
+                self.value_canvas = self.policy.decode_value_maps().cpu()
         else:
             self.step_in_chunk += 1
         self.env_step += 1
@@ -110,8 +114,7 @@ class StochasticActor:
         """(3, H, W) predicted value canvas covering the action just taken by ``env_index``."""
         if self.value_canvas is None:
             return None
-        frames = self.value_canvas.shape[1]
-        frame = value_frame_index(self.step_in_chunk, self.policy.config.chunk_size, frames)
+        frame = value_frame_index(self.step_in_chunk, self.policy.config.frame_stride, self.value_canvas.shape[1])
         return self.value_canvas[env_index, frame]
 
 

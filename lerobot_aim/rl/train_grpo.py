@@ -102,8 +102,8 @@ class GRPOConfig:
     advantage_clip: float = 5.0
     # Weight of KL(pi || pi_StageI) in the loss (0: off).
     kl_weight: float = 0.0
-    # Keep a frozen copy of the Stage I action stream to log KL(pi || pi_ref) even when kl_weight=0
-    # (costs one no-grad pass per minibatch and the copy's memory).
+    # Log KL(pi || pi_StageI) even when kl_weight=0 (costs one no-grad pass per minibatch; the Stage I
+    # action stream is kept anyway: its frozen copy embeds the context).
     track_ref_kl: bool = True
     # Noise level a of the flow-SDE (sigma_t = a sqrt(t / (1 - t))); 0 is the deterministic ODE.
     sde_noise: float = 0.5

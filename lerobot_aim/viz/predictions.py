@@ -4,10 +4,11 @@
         [--dataset.root=DIR] --episode=0 --output_dir=outputs/viz
 
 The policy acts along the episode as it would online (its context is the recorded frames); each
-time it plans a chunk, the imagined future is decoded. Every step of the MP4 shows, left to right:
-the real T-pose canvas (with the recorded value map overlaid when the dataset has one), the first
-imagined future frame, and the imagined value map overlaid on it. The PNG contact sheet shows every
-``sheet_every``-th step of the same panels, stacked.
+time it plans a chunk, the imagined future is decoded (after its context, as the codec needs). Every
+step of the MP4 shows, left to right: the real T-pose canvas (with the recorded value map overlaid
+when the dataset has one), the imagined frame of the state that this step's action leads to, and
+the imagined value map overlaid on it. The PNG contact sheet shows every ``sheet_every``-th step of
+the same panels, stacked.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from lerobot_aim.data.schema import image_key, value_map_key
 from lerobot_aim.processor_aim import OBS_RGB_CANVAS, OBS_VALUE_CANVAS
+from lerobot_aim.rl.rewards import value_frame_index
 from lerobot_aim.viz.contact_sheet import contact_sheet, overlay_value_map, stack_sheets
 
 
@@ -83,6 +85,7 @@ def visualise_episode(policy, preprocessor, dataset, episode: int, output_dir: P
     torch.manual_seed(seed)
     policy.reset()
     real, imagined, imagined_maps, recorded_maps = [], [], [], []
+    step_in_chunk = 0
     for index in tqdm(range(start, stop), desc=f"episode {episode}"):
         item = dataset[index]
         obs = {image_key(c): item[image_key(c)][None] for c in cameras}
@@ -94,14 +97,18 @@ def visualise_episode(policy, preprocessor, dataset, episode: int, output_dir: P
         with torch.no_grad():
             policy.select_action(batch)
         if planned:
-            rgb = policy._decode(policy.last_prediction.rgb)[0, 0] * 2 - 1  # (3, H, W), first future frame
-            value = (
-                policy.decode_value_maps()[0, 0].mean(0) if policy.last_prediction.value is not None else None
-            )
+            future_rgb = policy.decode_predicted_rgb()[0]  # (F, 3, H, W) in [0, 1]
+            future_maps = policy.decode_value_maps()[0].mean(1) if policy.model.value is not None else None
+            step_in_chunk = 0
+        else:
+            step_in_chunk += 1
+        frame = value_frame_index(step_in_chunk, policy.config.frame_stride, future_rgb.shape[0])
         real.append(_to_uint8(batch[OBS_RGB_CANVAS][0]))
-        imagined.append(_to_uint8(rgb))
+        imagined.append(_to_uint8(future_rgb[frame] * 2 - 1))
         imagined_maps.append(
-            value.cpu().numpy() if value is not None else np.zeros(real[-1].shape[:2], np.float32)
+            future_maps[frame].cpu().numpy()
+            if future_maps is not None
+            else np.zeros(real[-1].shape[:2], np.float32)
         )
         recorded = batch.get(OBS_VALUE_CANVAS)
         recorded_maps.append(

@@ -1,20 +1,13 @@
-"""Stage II flow-SDE sampling: the ODE limit, exact log-densities, and log-prob recomputation."""
+"""The one chunk sampler: ODE and flow-SDE actions, separate video and action step counts, exact
+log-densities, and log-prob recomputation."""
 
 import pytest
 import torch
 
-from lerobot_aim.model.flow_matching import inference_sigmas
-from lerobot_aim.model.mot import Prediction
+from lerobot_aim.model.flow_matching import flow_step_mean, gaussian_log_prob, inference_sigmas, sde_step_std
+from lerobot_aim.model.mot import Context, Prediction
+from lerobot_aim.model.sampling import ActionTrajectory, ChunkSchedule, sample_chunk, trajectory_log_probs
 from lerobot_aim.modeling_aim import AIMPolicy
-from lerobot_aim.rl.sde import (
-    ActionTrajectory,
-    gaussian_kl_same_std,
-    gaussian_log_prob,
-    sample_with_log_probs,
-    sde_step_mean,
-    sde_step_std,
-    trajectory_log_probs,
-)
 from tests.conftest import with_one_camera
 
 BATCH = 3
@@ -40,23 +33,15 @@ def _inputs(model, seed=0):
         torch.randn(shape, generator=g),
         torch.randn(BATCH, cfg.chunk_size, 2, generator=g),
     )
-    return obs, past, text, noise
+    return Context(obs, past, text), noise
 
 
-def _sample(model, sde_noise, seed=0):
-    obs, past, text, noise = _inputs(model, seed)
-    cfg = model.config
-    return sample_with_log_probs(
-        model,
-        obs,
-        past,
-        text,
-        noise,
-        cfg.num_inference_steps,
-        cfg.video_infer_shift,
-        cfg.action_infer_shift,
-        sde_noise,
-    )
+def _sample(model, sde_noise, seed=0, video_steps=None):
+    context, noise = _inputs(model, seed)
+    schedule = ChunkSchedule.of(model.config, action_noise=sde_noise)
+    if video_steps is not None:
+        schedule = ChunkSchedule(video_steps, schedule.action_steps, schedule.video_shift, schedule.action_shift, sde_noise)
+    return sample_chunk(model, context, noise, schedule, record=True)
 
 
 def test_gaussian_log_density_matches_torch_normal():
@@ -67,20 +52,52 @@ def test_gaussian_log_density_matches_torch_normal():
 
 
 def test_zero_noise_is_the_ode_sampler(model):
+    """With zero action noise the sampler is the probability-flow ODE: a hand-written Euler loop over
+    the model's joint forward, independent of the sampler's cache and step code."""
     cfg = model.config
-    obs, past, text, noise = _inputs(model)
-    ode = model.sample(
-        obs, past, text, noise, cfg.num_inference_steps, cfg.video_infer_shift, cfg.action_infer_shift
-    )
+    context, noise = _inputs(model)
+    video_sigmas = inference_sigmas(cfg.num_inference_steps, cfg.video_infer_shift)
+    action_sigmas = inference_sigmas(cfg.num_inference_steps, cfg.action_infer_shift)
+    x, m, a = noise.rgb, noise.value, noise.actions
+    with torch.no_grad():
+        for i in range(cfg.num_inference_steps):
+            v = model(context, Prediction(x, m, a), video_sigmas[i].expand(BATCH), action_sigmas[i].expand(BATCH))
+            x = x + (video_sigmas[i + 1] - video_sigmas[i]) * v.rgb
+            m = m + (video_sigmas[i + 1] - video_sigmas[i]) * v.value
+            a = a + (action_sigmas[i + 1] - action_sigmas[i]) * v.actions
     pred, trajectory = _sample(model, 0.0)
-    assert torch.equal(pred.actions, ode.actions)
-    assert torch.equal(pred.value, ode.value) and torch.equal(pred.rgb, ode.rgb)
+    for field, expected in (("actions", a), ("value", m), ("rgb", x)):
+        torch.testing.assert_close(getattr(pred, field), expected, rtol=1e-5, atol=1e-5)
     assert torch.count_nonzero(trajectory.log_probs) == 0  # deterministic steps carry no density
 
     small, _ = _sample(model, 1e-4)
-    assert torch.allclose(small.actions, ode.actions, atol=1e-3)
-    assert not torch.equal(small.actions, ode.actions)
-    assert torch.equal(small.value, ode.value)  # x and m stay on the ODE whatever the action noise
+    assert torch.allclose(small.actions, pred.actions, atol=1e-3)
+    assert not torch.equal(small.actions, pred.actions)
+    assert torch.equal(small.value, pred.value)  # x and m stay on the ODE whatever the action noise
+
+
+def test_fewer_video_steps_then_actions_alone_on_the_final_video(model):
+    """video_steps < action_steps: x and m take their own Euler steps, then the remaining action steps
+    read the final video at noise level 0 (checked against a hand-written loop of joint passes)."""
+    cfg = model.config
+    context, noise = _inputs(model)
+    video_sigmas, action_sigmas = inference_sigmas(2, cfg.video_infer_shift), inference_sigmas(5, cfg.action_infer_shift)
+    x, m, a = noise.rgb, noise.value, noise.actions
+    with torch.no_grad():
+        for i in range(5):
+            j = min(i, 2)
+            v = model(context, Prediction(x, m, a), video_sigmas[j].expand(BATCH), action_sigmas[i].expand(BATCH))
+            if i < 2:
+                x = x + (video_sigmas[i + 1] - video_sigmas[i]) * v.rgb
+                m = m + (video_sigmas[i + 1] - video_sigmas[i]) * v.value
+            a = a + (action_sigmas[i + 1] - action_sigmas[i]) * v.actions
+    pred, trajectory = _sample(model, 0.0, video_steps=2)
+    for field, expected in (("actions", a), ("value", m), ("rgb", x)):
+        torch.testing.assert_close(getattr(pred, field), expected, rtol=1e-5, atol=1e-5)
+    assert trajectory.rgb.shape[1] == 3 and trajectory.actions.shape[1] == 6  # video states 0..2, actions 0..5
+    _, stochastic = _sample(model, 0.5, video_steps=2)
+    ratio = torch.exp(trajectory_log_probs(model, stochastic) - stochastic.log_probs)
+    assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-5)
 
 
 def test_each_step_is_the_stated_gaussian(model):
@@ -131,19 +148,8 @@ def test_sde_keeps_the_marginals_of_the_flow():
         for k in range(200):
             t, t_next = schedule[k].item(), schedule[k + 1].item()
             velocity = (t - (1 - t) * s**2) / ((1 - t) ** 2 * s**2 + t**2) * x  # E[eps - x0 | x_t]
-            x = sde_step_mean(x, velocity, t, t_next, sigmas[k].item()) + stds[k] * torch.randn(
+            x = flow_step_mean(x, velocity, t, t_next, sigmas[k].item()) + stds[k] * torch.randn(
                 n, generator=g
             )
         assert x.std().item() == pytest.approx(s, rel=0.05), noise_level
         assert abs(x.mean().item()) < 0.02
-
-
-def test_kl_of_equal_std_gaussians_matches_torch():
-    p, q, std = torch.randn(2, 3, 4, 2), torch.randn(2, 3, 4, 2), torch.tensor([0.5, 0.1, 0.0])
-    kl = gaussian_kl_same_std(p, q, std)
-    for k in range(2):
-        expected = torch.distributions.kl_divergence(
-            torch.distributions.Normal(p[:, k], std[k]), torch.distributions.Normal(q[:, k], std[k])
-        )
-        assert torch.allclose(kl[:, k], expected.flatten(1).sum(-1), rtol=1e-5)
-    assert torch.count_nonzero(kl[:, 2]) == 0
