@@ -35,6 +35,14 @@ VALUE_MAPS_PREFIX = "observation.value_maps."
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
+class AIMConfigError(Exception):
+    """A field of AIMConfig that cannot work, with what to set instead.
+
+    Deliberately not a ValueError: draccus, which parses ``lerobot-train``'s command line, replaces the
+    message of a ValueError or TypeError raised while it builds a config by "Couldn't instantiate
+    class AIMConfig using the given arguments.", and the user would never see what is wrong."""
+
+
 @PreTrainedConfig.register_subclass("aim")
 @dataclass
 class AIMConfig(PreTrainedConfig):
@@ -186,37 +194,37 @@ class AIMConfig(PreTrainedConfig):
         self._check_choice("dtype", DTYPES)
         for name in ("history_frames", "num_value_noise_tokens"):
             if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+                raise AIMConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         for name in ("future_frames", "frame_stride", "n_action_steps", "num_layers", "num_inference_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+                raise AIMConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if not 1 <= self.video_inference_steps <= self.num_inference_steps:
-            raise ValueError(
+            raise AIMConfigError(
                 f"`num_video_inference_steps` ({self.num_video_inference_steps}) must be in [1, "
                 f"num_inference_steps = {self.num_inference_steps}]: the video is final before the actions are."
             )
         if self.n_action_steps > self.chunk_size:
-            raise ValueError(
+            raise AIMConfigError(
                 f"`n_action_steps` ({self.n_action_steps}) cannot exceed the predicted chunk "
                 f"(future_frames * actions_per_latent_frame = {self.chunk_size}): lower n_action_steps "
                 "or raise future_frames / frame_stride."
             )
         if len(self.cameras) > 3:
-            raise ValueError(f"`cameras` holds at most 3 views (head + two wrists), got {self.cameras}.")
+            raise AIMConfigError(f"`cameras` holds at most 3 views (head + two wrists), got {self.cameras}.")
         if self.attention_head_dim % 2 or self.attention_head_dim < 6:
-            raise ValueError(
+            raise AIMConfigError(
                 f"`attention_head_dim` ({self.attention_head_dim}) must be even and >= 6: 3D RoPE splits "
                 "it into time, height and width pairs."
             )
         if not 0 < self.action_width <= self.hidden_size:
-            raise ValueError(
+            raise AIMConfigError(
                 f"`action_width` ({self.action_width}) must be in (0, {self.hidden_size}]: the action stream is "
                 f"the narrow one, projecting its q/k/v into the shared attention space "
                 f"({self.num_attention_heads} x {self.attention_head_dim} = {self.hidden_size}). Lower "
                 "--policy.action_width or widen the attention space."
             )
         if self.patch_size[0] != 1:
-            raise ValueError(
+            raise AIMConfigError(
                 f"`patch_size[0]` must be 1 (one token row per latent frame), got {self.patch_size}."
             )
         self.check_image_size(self.image_size)
@@ -228,7 +236,7 @@ class AIMConfig(PreTrainedConfig):
         cannot predict some directions of the velocity, and the sampler keeps the initial noise there."""
         token = self.latent_channels * math.prod(self.patch_size)
         if token > self.hidden_size:
-            raise ValueError(
+            raise AIMConfigError(
                 f"A video token holds latent_channels x patch volume = {self.latent_channels} x "
                 f"{math.prod(self.patch_size)} = {token} numbers, more than the streams' width "
                 f"num_attention_heads x attention_head_dim = {self.num_attention_heads} x "
@@ -239,7 +247,7 @@ class AIMConfig(PreTrainedConfig):
 
     def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
         if getattr(self, name) not in allowed:
-            raise ValueError(f"Unknown `{name}` {getattr(self, name)!r}: choose one of {', '.join(allowed)}.")
+            raise AIMConfigError(f"Unknown `{name}` {getattr(self, name)!r}: choose one of {', '.join(allowed)}.")
 
     # Derived sizes
 
@@ -290,7 +298,7 @@ class AIMConfig(PreTrainedConfig):
         """Head views, and wrist views at half size, must tile into whole transformer patches."""
         multiple = 2 * self.codec_spatial_stride * max(self.patch_size[1:])
         if image_size[0] % multiple or image_size[1] % multiple:
-            raise ValueError(
+            raise AIMConfigError(
                 f"`image_size` {tuple(image_size)} cannot be encoded: with codec {self.codec!r} (stride "
                 f"{self.codec_spatial_stride}), patch {self.patch_size[1:]} and half-size wrist views, height "
                 f"and width must be multiples of {multiple}. Set --policy.image_size to e.g. "

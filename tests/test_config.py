@@ -4,8 +4,11 @@ import json
 
 import pytest
 
+import subprocess
+import sys
+
 from lerobot_aim import AIMConfig, load_preset, preset_path
-from lerobot_aim.configuration_aim import PRESETS_DIR
+from lerobot_aim.configuration_aim import PRESETS_DIR, AIMConfigError
 
 
 @pytest.mark.parametrize("name", ["aim_tiny", "aim_wan22_5b"])
@@ -41,10 +44,12 @@ def test_presets_are_train_configs():
         ({"image_size": (250, 320)}, "`image_size` (250, 320) cannot be encoded"),
         ({"attention_head_dim": 5}, "`attention_head_dim` (5) must be even"),
         ({"cameras": ["a", "b", "c", "d"]}, "at most 3 views"),
+        ({"num_attention_heads": 1, "action_width": 128}, "more than the streams' width"),
+        ({"num_video_inference_steps": 11}, "`num_video_inference_steps` (11) must be in [1"),
     ],
 )
 def test_bad_settings_are_refused(overrides, message):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(AIMConfigError) as error:
         load_preset("aim_wan22_5b", device="cpu", **overrides)
     assert message in str(error.value)
 
@@ -67,3 +72,35 @@ def test_config_round_trips_through_save_pretrained(tmp_path, tiny_config):
     tiny_config.save_pretrained(tmp_path)
     loaded = AIMConfig.from_pretrained(tmp_path)
     assert loaded == tiny_config
+
+
+def test_tiny_presets_have_streams_as_wide_as_their_tokens():
+    for name in ("aim_tiny", "aim_tiny_robotwin"):
+        config = load_preset(name, device="cpu")
+        token = config.latent_channels * config.patch_size[0] * config.patch_size[1] * config.patch_size[2]
+        assert config.hidden_size >= token, name
+    with pytest.raises(AIMConfigError, match=r"48 x 4 = 192 numbers.*4 x 32 = 128.*--policy.num_attention_heads"):
+        load_preset("aim_tiny", num_attention_heads=4, device="cpu")  # the tiny preset before the fix
+
+
+def _train_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lerobot.scripts.lerobot_train", "--dataset.repo_id=me/none", *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policy.type=aim", "--policy.image_size=[30,30]"], "Set --policy.image_size to e.g. [64, 64]"),
+        (["--policy.type=aim", "--policy.attention_mode=full"], "Unknown `attention_mode` 'full'"),
+        ([f"--config_path={PRESETS_DIR / 'aim_tiny.json'}", "--policy.num_attention_heads=4"], "streams' width"),
+    ],
+)
+def test_lerobot_train_prints_why_a_setting_is_refused(args, message):
+    """Through lerobot-train's own parser (draccus), not only in Python."""
+    result = _train_cli(*args)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
