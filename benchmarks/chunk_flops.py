@@ -2,7 +2,7 @@
 
     python -m benchmarks.chunk_flops --preset aim_wan22_5b --steps 1,5,10,20
 
-Runs ``AIMTransformer.sample`` on the meta device under PyTorch's ``FlopCounterMode``: no weights,
+Samples a chunk (:func:`lerobot_aim.model.sample_chunk`) on the meta device under PyTorch's ``FlopCounterMode``: no weights,
 no memory, no GPU, the preset's real shapes (three views). It gives what a timing cannot on a
 machine without the model's GPU: the largest speed-up the context cache can bring (uncached /
 cached FLOPs: the context's share of the work) and the lowest latency a GPU can reach (FLOPs / its
@@ -18,19 +18,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from benchmarks.chunk_latency import inputs
+from benchmarks.chunk_latency import inputs, schedule_of
 from benchmarks.common import write
 from benchmarks.param_count import latent_channels
 from lerobot_aim import load_preset
-from lerobot_aim.model import AIMTransformer
+from lerobot_aim.model import AIMTransformer, ChunkSchedule, sample_chunk
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 / H200 SXM, dense
 
 
-def chunk_flops(model: AIMTransformer, context, noise, steps: int, use_cache: bool) -> int:
-    config = model.config
+def chunk_flops(model: AIMTransformer, context, noise, schedule: ChunkSchedule, use_cache: bool) -> int:
     with FlopCounterMode(display=False) as counter:
-        model.sample(*context, noise, steps, config.video_infer_shift, config.action_infer_shift, use_cache)
+        sample_chunk(model, context, noise, schedule, use_cache)
     return counter.get_total_flops()
 
 
@@ -53,11 +52,11 @@ def main() -> None:
     context, noise = inputs(config, args.action_dim, 1, args.views, meta, torch.float32)
     rows = []
     for steps in tqdm([int(s) for s in args.steps.split(",")], desc="denoising steps"):
-        cached, uncached = (chunk_flops(model, context, noise, steps, c) for c in (True, False))
+        cached, uncached = (chunk_flops(model, context, noise, schedule_of(config, steps), c) for c in (True, False))
         rows.append({"steps": steps, "cached_gflop": cached / 1e9, "uncached_gflop": uncached / 1e9,
                      "bound_speedup": uncached / cached,
                      "h100_min_ms_cached": cached / (H100_BF16_DENSE_TFLOPS * 1e12) * 1e3})  # fmt: skip
-    grid = context[0].shape[-2] * context[0].shape[-1] // (config.patch_size[1] * config.patch_size[2])
+    grid = context.obs_latents.shape[-2] * context.obs_latents.shape[-1] // (config.patch_size[1] * config.patch_size[2])
     tokens = {"per_frame": grid, "context": grid * context[0].shape[2] + context[1].shape[1],
               "future_rgb": grid * config.future_frames, "future_value": grid * config.future_frames * (
                   config.attention_mode != "no_value"), "future_actions": config.chunk_size,

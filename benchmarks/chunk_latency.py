@@ -22,19 +22,19 @@ from benchmarks.common import device_tag, write
 from benchmarks.param_count import latent_channels
 from lerobot_aim import load_preset
 from lerobot_aim.asvm.packing import canvas_size
-from lerobot_aim.model import AIMTransformer, Prediction
+from lerobot_aim.model import AIMTransformer, ChunkSchedule, Context, Prediction, sample_chunk
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def inputs(config, action_dim: int, batch: int, views: int, device, dtype):
-    """Random context (latents, past actions, text) and noise of the preset's shapes."""
+    """Random :class:`Context` (latents, past actions, text) and noise of the preset's shapes."""
     height, width = canvas_size(tuple(config.image_size), views)
     s = config.codec_spatial_stride
     channels = latent_channels(config)
     grid = (height // s, width // s)
     rand = lambda *shape: torch.randn(*shape, device=device, dtype=dtype)  # noqa: E731
-    context = (
+    context = Context(
         rand(batch, channels, config.history_frames + 1, *grid),
         rand(batch, config.num_past_actions, action_dim),
         rand(batch, config.text_max_length, config.text_dim),
@@ -42,6 +42,14 @@ def inputs(config, action_dim: int, batch: int, views: int, device, dtype):
     future = (batch, channels, config.future_frames, *grid)
     noise = Prediction(rand(*future), rand(*future), rand(batch, config.chunk_size, action_dim))
     return context, noise
+
+
+def schedule_of(config, action_steps: int, video_steps: int | None = None) -> ChunkSchedule:
+    """The preset's schedule with ``action_steps`` action steps and ``video_steps`` video steps (None: as
+    many as the action steps, the joint sampler)."""
+    return ChunkSchedule(
+        video_steps or action_steps, action_steps, config.video_infer_shift, config.action_infer_shift
+    )
 
 
 def time_call(fn, repeats: int, device) -> float:
@@ -82,15 +90,7 @@ def main() -> None:
     for steps in tqdm([int(s) for s in args.steps.split(",")], desc="denoising steps"):
         row = {"steps": steps}
         for cached in (True, False):
-            run = partial(
-                model.sample,
-                *context,
-                noise,
-                steps,
-                config.video_infer_shift,
-                config.action_infer_shift,
-                cached,
-            )
+            run = partial(sample_chunk, model, context, noise, schedule_of(config, steps), cached)
             row["cached_s" if cached else "uncached_s"] = time_call(run, args.repeats, device)
         row["speedup"] = row["uncached_s"] / row["cached_s"]
         rows.append(row)

@@ -36,12 +36,12 @@ def device_tag(device: str) -> str:
     return torch.cuda.get_device_name().replace(" ", "_") if device == "cuda" else f"cpu{os.cpu_count()}"
 
 
-def write(name: str, result: dict, table: str) -> Path:
-    """Write ``<name>.json`` (with the machine and date) and ``<name>.md`` under results/."""
-    RESULTS.mkdir(exist_ok=True)
+def write(name: str, result: dict, table: str, results: Path = RESULTS) -> Path:
+    """Write ``<name>.json`` (with the machine and date) and ``<name>.md`` under ``results``."""
+    results.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), **result}
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (results / f"{name}.json").write_text(json.dumps(result, indent=2))
     header = f"# {name}\n\nMachine: {result['machine']}\nDate: {result['date']}\n\n"
-    path = RESULTS / f"{name}.md"
+    path = results / f"{name}.md"
     path.write_text(header + table + "\n")
     return path

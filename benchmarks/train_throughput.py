@@ -43,11 +43,12 @@ def main() -> None:
     with device:
         model = AIMTransformer(config, args.action_dim, latent_channels(config)).set_dtype(dtype).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
-    (obs, past, text), noise = inputs(config, args.action_dim, args.batch, args.views, device, dtype)
+    context, noise = inputs(config, args.action_dim, args.batch, args.views, device, dtype)
+    obs, past = context.obs_latents, context.past_actions
     sigma = torch.full((args.batch,), 0.5, device=device)
 
     def step():
-        pred = model(obs, past, text, noise.rgb, noise.value, sigma, noise.actions, sigma)
+        pred = model(context, noise, sigma, sigma)
         loss = F.mse_loss(pred.rgb.float(), noise.rgb.float()) + F.mse_loss(
             pred.value.float(), noise.value.float()
         )

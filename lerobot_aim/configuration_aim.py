@@ -162,6 +162,12 @@ class AIMConfig(PreTrainedConfig):
     # Weights dtype of the trainable streams ("bfloat16" or "float32"); norms and modulation stay fp32.
     dtype: str = "bfloat16"
 
+    # Memory
+
+    # Freeze the RGB stream (Wan2.2's weights as loaded): Stage I trains the value and action streams
+    # only, so the RGB stream keeps no gradients and no optimizer state (see benchmarks/memory.py).
+    freeze_rgb_stream: bool = False
+
     # Optimisation
 
     optimizer_lr: float = 1e-5

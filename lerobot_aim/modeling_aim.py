@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections import deque
 from importlib.resources import files
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -22,9 +24,11 @@ from torch import Tensor
 
 from lerobot_aim.configuration_aim import AIMConfig
 from lerobot_aim.data.schema import check_value_maps
+from lerobot_aim.history import ContextHistory
 from lerobot_aim.model import AIMTransformer, Context, Prediction, WanRGBStream, make_codec, make_text_encoder
 from lerobot_aim.model.flow_matching import add_noise, sample_sigmas, velocity_target
 from lerobot_aim.model.latent_norm import LatentStandardizer
+from lerobot_aim.model.mot import FP32_MODULES
 from lerobot_aim.model.sampling import ChunkSchedule, sample_chunk
 from lerobot_aim.processor_aim import OBS_RGB_CANVAS, OBS_VALUE_CANVAS
 
@@ -46,6 +50,11 @@ class _Frozen:
 class AIMPolicy(PreTrainedPolicy):
     config_class = AIMConfig
     name = "aim"
+    # FSDP wrap units (LeRobot main reads this ClassVar; 0.6.1 takes them from the accelerate config's
+    # `fsdp_transformer_layer_cls_to_wrap`). The MoT layer calls its blocks' pieces (`qkv`, `finish`)
+    # rather than their `forward`, so a block cannot be a unit; every Linear is (FSDP's hooks run on
+    # `__call__`), which shards the streams' matrices one projection at a time.
+    _fsdp_wrap_modules: ClassVar[list[str]] = ["Linear"]
 
     def __init__(
         self,
@@ -78,6 +87,8 @@ class AIMPolicy(PreTrainedPolicy):
         self.model = AIMTransformer(
             config, config.action_dim, codec.latent_channels, rgb=rgb, state_dim=config.state_dim
         ).set_dtype(dtype)
+        if config.freeze_rgb_stream:
+            self.model.rgb.requires_grad_(False)
         # Standardisation of the latents of RGB frames and value maps (the pixel codec's; the Wan VAE
         # codec standardises its latents itself). Saved with the policy.
         self.rgb_latent_norm = LatentStandardizer(codec.latent_channels)
@@ -120,12 +131,38 @@ class AIMPolicy(PreTrainedPolicy):
     def get_optim_params(self) -> dict:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        """Write the config and ``model.safetensors``; both LeRobot signatures.
+
+        LeRobot 0.6.1 passes ``state_dict``, the full state dict that lerobot-train gathers from an FSDP
+        run; LeRobot main calls ``_save_pretrained(save_directory)`` and gathers sharded weights itself.
+        A gathered state dict holds FSDP's fp32 master weights: it is written in the policy's own dtypes
+        (``config.dtype`` weights, fp32 norms and modulation, as ``set_dtype`` keeps them), so a sharded
+        run's checkpoint has the size and the values a single-process one would have.
+        """
+        if state_dict is None:
+            super()._save_pretrained(save_directory)
+            return
+        dtype = DTYPES[self.config.dtype]
+
+        def saved(key: str, tensor: Tensor) -> Tensor:
+            if not tensor.is_floating_point() or any(part in FP32_MODULES for part in key.split(".")):
+                return tensor
+            return tensor.to(dtype)
+
+        super()._save_pretrained(save_directory, state_dict={k: saved(k, v) for k, v in state_dict.items()})
+
     def reset(self) -> None:
-        """Forget the episode: frame and action history, queued actions."""
-        history = self.config.num_past_actions + 1
-        self._frames: deque[Tensor] = deque(maxlen=history)
-        self._past_actions: deque[Tensor] = deque(maxlen=max(self.config.num_past_actions, 1))
-        self._queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+        """Forget the episode: frame and action history (``self.history``), queued actions."""
+        cfg = self.config
+        self.history = ContextHistory(cfg.num_past_actions, cfg.frame_stride, cfg.action_dim)
+        self._queue: deque[Tensor] = deque(maxlen=cfg.n_action_steps)
+
+    def drop_queued_actions(self) -> None:
+        """Drop the queued actions (LeRobot calls this when the task changes), so that the next
+        ``select_action`` plans a new chunk. The history stays: the frames seen and the actions
+        executed are still the episode's past, and the new chunk is planned from them."""
+        self._queue.clear()
 
     # ------------------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -257,21 +294,11 @@ class AIMPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------------------------------
     def _context(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """Context latents (B, C, k+1, h, w) and past actions (B, n_past, A) from the history."""
-        cfg = self.config
-        self._frames.append(batch[OBS_RGB_CANVAS])
-        frames = list(self._frames)
-        needed = cfg.num_past_actions + 1
-        frames = [frames[0]] * (needed - len(frames)) + frames  # episode start: repeat the first frame
-        context = torch.stack(frames[:: cfg.frame_stride], dim=1)  # (B, 1 + stride*k, 3, H, W)
-        batch_size = context.shape[0]
-        past = list(self._past_actions)[-cfg.num_past_actions :] if cfg.num_past_actions else []
-        zeros = torch.zeros(batch_size, cfg.action_dim, device=context.device)
-        past = [zeros] * (cfg.num_past_actions - len(past)) + past
-        past_actions = (
-            torch.stack(past, dim=1) if past else zeros[:, None, :0].expand(batch_size, 0, cfg.action_dim)
-        )
-        return self._encode_video(context), past_actions
+        """Context latents (B, C, k+1, h, w) and past actions (B, n_past, A) at the history's current
+        step, whose packed frame is ``batch``'s (:meth:`ContextHistory.context`)."""
+        self.history.record_frame(batch[OBS_RGB_CANVAS])
+        frames, past_actions = self.history.context()  # (B, 1 + stride*k, 3, H, W), (B, n_past, A)
+        return self._encode_video(frames), past_actions
 
     def chunk_inputs(self, batch: dict[str, Tensor]) -> tuple[Context, Prediction]:
         """Everything one chunk is sampled from, in the model's dtype: the context (latents of the
@@ -314,8 +341,8 @@ class AIMPolicy(PreTrainedPolicy):
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
         """(B, chunk_size, action_dim) normalised actions for the current observation.
 
-        ``batch`` holds the current packed frame; the history comes from earlier calls (``reset``
-        starts a new episode).
+        ``batch`` holds the current packed frame; the frames and actions before it come from
+        ``self.history`` at its current step (``reset`` starts a new episode).
         """
         context, noise = self.chunk_inputs(batch)
         pred, _ = sample_chunk(
@@ -326,14 +353,15 @@ class AIMPolicy(PreTrainedPolicy):
 
     def next_action(self, batch: dict[str, Tensor], plan) -> tuple[Tensor, bool]:
         """Pop the next queued action, planning a chunk with ``plan(batch)`` when the queue is empty;
-        returns the action and whether a chunk was planned. Every call records one frame and one action."""
+        returns the action and whether a chunk was planned. Every call is one env step: the history
+        records its frame and the action returned, then moves to the next step."""
+        self.history.record_frame(batch[OBS_RGB_CANVAS])
         planned = not self._queue
         if planned:
             self._queue.extend(plan(batch)[:, : self.config.n_action_steps].transpose(0, 1))
-        else:
-            self._frames.append(batch[OBS_RGB_CANVAS])
         action = self._queue.popleft()
-        self._past_actions.append(action)
+        self.history.record_action(action)
+        self.history.next_step()
         return action, planned
 
     @torch.no_grad()

@@ -30,3 +30,8 @@ def with_one_camera(config, camera="head", size=32, action_dim=2):
     }
     config.output_features = {"action": PolicyFeature(FeatureType.ACTION, (action_dim,))}
     return config
+
+
+# ----------------------------------------------------------------------------------------------
+# Serving tests (tests/test_serving_*.py): their fixtures live in tests/serving_helpers.py.
+pytest_plugins = ["tests.serving_helpers"]

@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from lerobot_aim.model import AIMTransformer, Context, Group, Prediction, dense_mask, flex_block_mask, rule_table
+from lerobot_aim.model import (
+    AIMTransformer,
+    Context,
+    Group,
+    Prediction,
+    dense_mask,
+    flex_block_mask,
+    rule_table,
+)
 from lerobot_aim.model.layout import TokenLayout, action_layout, frame_layout, observation_layout
 
 A = 4  # action dim

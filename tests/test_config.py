@@ -1,11 +1,10 @@
 """AIMConfig: presets load, inconsistent settings are refused with an actionable message."""
 
 import json
-
-import pytest
-
 import subprocess
 import sys
+
+import pytest
 
 from lerobot_aim import AIMConfig, load_preset, preset_path
 from lerobot_aim.configuration_aim import PRESETS_DIR, AIMConfigError

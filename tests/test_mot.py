@@ -1,9 +1,8 @@
 """AIMTransformer: shapes, the context cache, Wan initialisation, weight sharing, checkpointing."""
 
+import pytest
 import torch
 from diffusers import WanTransformer3DModel
-
-import pytest
 
 from lerobot_aim.model import AIMTransformer, ChunkSchedule, WanRGBStream, sample_chunk
 from tests.test_attention_rule import A, C, S, _inputs, context_of, noisy_of, run

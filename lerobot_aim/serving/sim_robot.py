@@ -1,9 +1,11 @@
 """``--robot.type=aim_sim``: a simulated robot to try a policy server without hardware.
 
 It has ``<joint>.pos`` joints that move to the last action sent, and cameras that return random
-uint8 frames. Use it with ``lerobot-aim-robot-client`` (or LeRobot's ``robot_client`` after
-``import lerobot_aim.serving``) to check that a server answers with action chunks of the right size
-before connecting a real robot. It records the actions it received (``AIMSimRobot.actions``).
+uint8 frames, the same ones for the same ``seed`` and number of actions taken (the scene changes only
+when the robot acts, so two runs that act alike see alike). Use it with ``lerobot-aim-robot-client``
+(or LeRobot's ``robot_client`` after ``import lerobot_aim.serving``) to check that a server answers
+with action chunks of the right size before connecting a real robot. It records the actions it
+received (``AIMSimRobot.actions``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from lerobot.robots.robot import Robot
 class AIMSimRobotConfig(RobotConfig):
     # Joint names; the robot observes and takes one `<joint>.pos` float per joint.
     joints: list[str] = field(default_factory=lambda: ["j0", "j1", "j2", "j3"])
-    # Camera names; each observation holds a random (camera_height, camera_width, 3) uint8 frame per camera.
+    # Camera names; each observation holds a random (camera_height, camera_width, 3) uint8 frame per
+    # camera, drawn from (seed, number of actions taken).
     camera_names: list[str] = field(default_factory=lambda: ["head"])
     camera_height: int = 48
     camera_width: int = 64
@@ -44,10 +47,9 @@ class AIMSimRobot(Robot):
         self.calibration = {}
         self._connected = False
         self._lock = threading.Lock()
-        self._rng = np.random.default_rng(config.seed)
         self._positions = np.zeros(len(config.joints), dtype=np.float32)
         self.actions: deque[dict[str, float]] = deque(maxlen=10_000)
-        self.observation_count = 0
+        self.steps = 0  # actions taken
 
     @property
     def _motors(self) -> list[str]:
@@ -85,11 +87,11 @@ class AIMSimRobot(Robot):
         if not self._connected:
             raise ConnectionError(f"{self} is not connected")
         with self._lock:
-            self.observation_count += 1
             obs: dict[str, Any] = {m: float(p) for m, p in zip(self._motors, self._positions, strict=True)}
+            rng = np.random.default_rng([self.config.seed, self.steps])
             shape = (self.config.camera_height, self.config.camera_width, 3)
             for camera in self.config.camera_names:
-                obs[camera] = self._rng.integers(0, 256, shape, dtype=np.uint8)
+                obs[camera] = rng.integers(0, 256, shape, dtype=np.uint8)
         return obs
 
     def send_action(self, action: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +102,7 @@ class AIMSimRobot(Robot):
         with self._lock:
             self._positions = np.array([float(action[m]) for m in self._motors], dtype=np.float32)
             self.actions.append(dict(action))
+            self.steps += 1
         return action
 
     def disconnect(self) -> None:
