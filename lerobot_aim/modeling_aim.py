@@ -28,7 +28,6 @@ from lerobot_aim.history import ContextHistory
 from lerobot_aim.model import AIMTransformer, Context, Prediction, WanRGBStream, make_codec, make_text_encoder
 from lerobot_aim.model.flow_matching import add_noise, sample_sigmas, velocity_target
 from lerobot_aim.model.latent_norm import LatentStandardizer
-from lerobot_aim.model.mot import FP32_MODULES
 from lerobot_aim.model.sampling import ChunkSchedule, sample_chunk
 from lerobot_aim.processor_aim import OBS_RGB_CANVAS, OBS_VALUE_CANVAS
 
@@ -136,21 +135,17 @@ class AIMPolicy(PreTrainedPolicy):
 
         LeRobot 0.6.1 passes ``state_dict``, the full state dict that lerobot-train gathers from an FSDP
         run; LeRobot main calls ``_save_pretrained(save_directory)`` and gathers sharded weights itself.
-        A gathered state dict holds FSDP's fp32 master weights: it is written in the policy's own dtypes
-        (``config.dtype`` weights, fp32 norms and modulation, as ``set_dtype`` keeps them), so a sharded
-        run's checkpoint has the size and the values a single-process one would have.
+        A gathered state dict holds FSDP's fp32 master weights: each tensor is written in the dtype the
+        policy itself holds it in (``config.dtype`` weights, fp32 norms, modulation and latent
+        statistics, as ``set_dtype`` keeps them), so a sharded run's checkpoint has the size and the
+        values a single-process one would have.
         """
         if state_dict is None:
             super()._save_pretrained(save_directory)
             return
-        dtype = DTYPES[self.config.dtype]
-
-        def saved(key: str, tensor: Tensor) -> Tensor:
-            if not tensor.is_floating_point() or any(part in FP32_MODULES for part in key.split(".")):
-                return tensor
-            return tensor.to(dtype)
-
-        super()._save_pretrained(save_directory, state_dict={k: saved(k, v) for k, v in state_dict.items()})
+        own = {key: value.dtype for key, value in self.state_dict().items()}
+        state_dict = {key: value.to(own.get(key, value.dtype)) for key, value in state_dict.items()}
+        super()._save_pretrained(save_directory, state_dict=state_dict)
 
     def reset(self) -> None:
         """Forget the episode: frame and action history (``self.history``), queued actions."""

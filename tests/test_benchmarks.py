@@ -8,7 +8,7 @@ import json
 import torch
 
 from benchmarks.chunk_flops import chunk_flops
-from benchmarks.chunk_latency import inputs
+from benchmarks.chunk_latency import inputs, schedule_of
 from benchmarks.param_count import latent_channels
 from benchmarks.success import (
     baseline_dataset_edit,
@@ -82,8 +82,20 @@ def test_the_context_cache_removes_work_from_every_denoising_step(tiny_config):
     with meta:
         model = AIMTransformer(tiny_config, 4, latent_channels(tiny_config)).eval()
     context, noise = inputs(tiny_config, 4, 1, 3, meta, torch.float32)
-    cached = [chunk_flops(model, context, noise, steps, use_cache=True) for steps in (1, 2)]
-    uncached = [chunk_flops(model, context, noise, steps, use_cache=False) for steps in (1, 2)]
+    cached = [chunk_flops(model, context, noise, schedule_of(tiny_config, s), use_cache=True) for s in (1, 2)]
+    uncached = [chunk_flops(model, context, noise, schedule_of(tiny_config, s), use_cache=False) for s in (1, 2)]
     # Without the cache each step runs the context again; with it, each step runs the future only.
     assert uncached[1] == 2 * uncached[0]
     assert cached[1] - cached[0] < uncached[1] - uncached[0]
+
+
+def test_action_steps_after_the_video_is_final_run_the_action_tokens_only(tiny_config):
+    meta = torch.device("meta")
+    with meta:
+        model = AIMTransformer(tiny_config, 4, latent_channels(tiny_config)).eval()
+    context, noise = inputs(tiny_config, 4, 1, 3, meta, torch.float32)
+    flops = lambda video, action: chunk_flops(model, context, noise, schedule_of(tiny_config, action, video), True)  # noqa: E731
+    joint_step = flops(3, 3) - flops(2, 2)  # one more step of x, m and a
+    action_step = flops(1, 4) - flops(1, 3)  # one more step of a alone, reading the cached final video
+    assert flops(1, 5) - flops(1, 4) == action_step
+    assert 0 < action_step < joint_step / 5

@@ -161,10 +161,12 @@ def test_an_update_keeps_the_rgb_and_value_predictions_of_stage_one(policy):
     context, noise = _inputs(policy, seed=3)
     sigma = torch.tensor([0.6, 0.2])
     schedule = ChunkSchedule.of(policy.config)
+    # Stage I's weights, frozen as Stage II holds them (which weights require gradients can change
+    # the CPU kernels a linear layer runs, by one float32 ulp, even without gradients).
+    params = freeze_all_but_action_stream(policy)
     with torch.no_grad():
         stage_one = policy.model(context, noise, sigma, sigma)
         stage_one_chunk, _ = sample_chunk(policy.model, context, noise, schedule)
-    params = freeze_all_but_action_stream(policy)
     optimizer = torch.optim.SGD(params, lr=1e-2)
     for _ in range(2):
         grpo_update(policy, _trajectory(policy), torch.tensor([1.0, -1.0]), optimizer, params, EPS, max_grad_norm=0)

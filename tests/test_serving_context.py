@@ -65,9 +65,9 @@ def planned_contexts(monkeypatch):
     def recorded(self, batch):
         step = self.history.step
         torch.manual_seed(1000 + step)  # the chunk's noise follows from its env step
-        obs_latents, past_actions, text, noise = chunk_inputs(self, batch)
-        records.append((step, obs_latents.clone(), past_actions.clone()))
-        return obs_latents, past_actions, text, noise
+        context, noise = chunk_inputs(self, batch)
+        records.append((step, context.obs_latents.clone(), context.past_actions.clone()))
+        return context, noise
 
     monkeypatch.setattr(AIMPolicy, "chunk_inputs", recorded)
     return records

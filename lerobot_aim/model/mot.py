@@ -9,7 +9,7 @@ Streams and their tokens:
 - RGB ``x`` (:class:`WanRGBStream`): the clean context frames (noise level 0, as Wan2.2 TI2V treats
   its conditioning frame) and the noisy future frames.
 - value ``m`` (:class:`ValueStream`): the noisy future value maps, at the same noise level as x,
-  and the learned value-noise tokens n^m.
+  and the learned value-noise tokens n^m (``value_noise``: the value stream's blocks, not decoded).
 - action ``a`` (:class:`ActionStream`): the clean context tokens (past actions, and the robot
   state with ``use_state``) and the noisy future actions. With ``context_action_stream`` (Stage II)
   the context tokens go through a frozen copy of the action stream, ``context_action``.
@@ -199,13 +199,9 @@ class AIMTransformer(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     # Token embedding
-    def _video_tokens(self, stream, latents, sigma, layout, extra: torch.Tensor | None = None) -> StreamTokens:
-        """Frame tokens of a stream, then ``extra`` (B or 1, n, dim) learned tokens; ``sigma`` (B, L)
-        per-token noise levels in [0, 1]."""
-        hidden = patchify(latents, stream.patch_embedding)
-        if extra is not None:
-            hidden = torch.cat([hidden, extra.to(hidden.dtype).expand(hidden.shape[0], -1, -1)], dim=1)
-        return self._embedded_tokens(stream, hidden, sigma, layout)
+    def _video_tokens(self, stream, latents, sigma, layout) -> StreamTokens:
+        """Frame tokens of a stream; ``sigma`` (B, L) per-token noise levels in [0, 1]."""
+        return self._embedded_tokens(stream, patchify(latents, stream.patch_embedding), sigma, layout)
 
     @staticmethod
     def _embedded_tokens(stream, hidden, sigma, layout) -> StreamTokens:
@@ -266,15 +262,14 @@ class AIMTransformer(nn.Module):
         sigma = self._per_token([(video_sigma, len(rgb_layout))], batch, noisy_rgb.device)
         tokens = {"rgb": self._video_tokens(self.rgb, noisy_rgb, sigma, rgb_layout)}
         if self.value is not None:
-            noise_tokens = self.value.value_noise_tokens
-            value_layout = TokenLayout.cat(
-                [
-                    frame_layout(Group.FUTURE_VALUE, num_obs_frames, horizon, grid),
-                    instant_layout(Group.FUTURE_VALUE, num_obs_frames, noise_tokens.shape[1]),
-                ]
-            )
+            value_layout = frame_layout(Group.FUTURE_VALUE, num_obs_frames, horizon, grid)
             sigma = self._per_token([(video_sigma, len(value_layout))], batch, noisy_rgb.device)
-            tokens["value"] = self._video_tokens(self.value, noisy_value, sigma, value_layout, noise_tokens)
+            tokens["value"] = self._video_tokens(self.value, noisy_value, sigma, value_layout)
+            noise_tokens = self.value.value_noise_tokens.repeat(batch, 1, 1)  # n^m, the same for every sample
+            if noise_tokens.shape[1]:
+                layout = instant_layout(Group.FUTURE_VALUE, num_obs_frames, noise_tokens.shape[1])
+                sigma = self._per_token([(video_sigma, len(layout))], batch, noisy_rgb.device)
+                tokens["value_noise"] = self._embedded_tokens(self.value, noise_tokens, sigma, layout)
         return tokens
 
     def _future_action_tokens(self, num_obs_frames, noisy_actions, action_sigma):
@@ -321,8 +316,8 @@ class AIMTransformer(nn.Module):
     def _blocks(self, name: str):
         if name == "context_action":
             return self._context_action_stream.blocks
-        if name == "value" and self.value.blocks is None:
-            return self.rgb.blocks
+        if name in ("value", "value_noise"):
+            return self.value.blocks if self.value.blocks is not None else self.rgb.blocks
         return getattr(self, name).blocks
 
     def _text_kv(self, text: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -376,12 +371,11 @@ class AIMTransformer(nn.Module):
     # ------------------------------------------------------------------------------------------
     # Outputs
     def _video_out(self, name, hiddens, tokens, skip: int, grid, horizon) -> torch.Tensor | None:
-        """(B, C, horizon, H, W) latents from a stream's hiddens, its first ``skip`` tokens dropped
-        (the context frames) and only its frame tokens read (not the value-noise tokens)."""
+        """(B, C, horizon, H, W) latents from a stream's hiddens, its first ``skip`` tokens (the context
+        frames) dropped."""
         if name not in hiddens:
             return None
-        count = horizon * grid[0] * grid[1]
-        hidden, temb = hiddens[name][:, skip : skip + count], tokens[name].temb[:, skip : skip + count]
+        hidden, temb = hiddens[name][:, skip:], tokens[name].temb[:, skip:]
         return unpatchify(project_out(getattr(self, name), hidden, temb), (horizon, *grid), self.config.patch_size)
 
     def _action_out(self, hiddens, tokens) -> torch.Tensor:
@@ -415,8 +409,7 @@ class AIMTransformer(nn.Module):
         frames, grid = context.obs_latents.shape[2], self._grid(context.obs_latents)
         video = self._future_video_tokens(frames, grid, noisy.rgb, noisy.value, video_sigma)
         tokens = {"rgb": _cat_tokens(ctx["rgb"], video["rgb"])}
-        if "value" in video:
-            tokens["value"] = video["value"]
+        tokens.update({name: video[name] for name in ("value", "value_noise") if name in video})
         tokens["context_action"] = ctx["context_action"]
         tokens.update(self._future_action_tokens(frames, noisy.actions, action_sigma))
         hiddens, _, _, _ = self._run(tokens, self._text_kv(context.text))
