@@ -482,8 +482,27 @@ def contacts_episode(episode: int):
     return rows
 
 
-def build_contacts_dataset(root: Path) -> Path:
-    """One arm, one flipped head camera stored as images (not videos), calibration columns + raw signals."""
+# The head camera renders upside down and its images are stored rotated by 180 degrees (as MetaWorld's
+# corner cameras): a world point seen at (u, v) by the camera HEAD_K [HEAD_RT] is stored at
+# (W - 1 - u, H - 1 - v). The calibration columns describe the stored image: the rotation is a roll of
+# the camera about its optical axis (x, y negated) with the principal point mirrored.
+STORED_HEAD_K = HEAD_K.copy()
+STORED_HEAD_K[:2, 2] = [W - 1 - HEAD_K[0, 2], H - 1 - HEAD_K[1, 2]]
+STORED_HEAD_RT = np.diag([-1.0, -1.0, 1.0]) @ HEAD_RT
+
+
+def stored_head_pixel(point) -> np.ndarray:
+    """Where a world point lies in the stored (rotated) head image: the upright projection, rotated."""
+    uv, _ = CameraCalibration(HEAD_K, HEAD_RT, W, H).project(np.asarray(point, float).reshape(1, 3))
+    return np.array([W - 1 - uv[0, 0], H - 1 - uv[0, 1]])
+
+
+def build_contacts_dataset(root: Path, legacy_flip_flags: bool = False) -> Path:
+    """One arm, a rotated head camera stored as images (not videos), calibration columns + raw signals.
+
+    ``legacy_flip_flags``: also write the flip flags that lerobot-aim-collect of schema 1 put into the
+    intrinsics feature's info next to the same (already rotated) calibration columns.
+    """
     features = {
         "observation.state": {"dtype": "float32", "shape": (3,), "names": ["x", "y", "z"]},
         "action": {"dtype": "float32", "shape": (3,), "names": ["x", "y", "z"]},
@@ -497,17 +516,18 @@ def build_contacts_dataset(root: Path) -> Path:
             n_arms=1, pads_per_arm=2, max_contact_points=K_POINTS, with_ee_position=False
         ),
     }
-    features[schema.intrinsics_key("head")]["info"] = {schema.FLIP_U_INFO: True, schema.FLIP_V_INFO: True}
+    if legacy_flip_flags:
+        features[schema.intrinsics_key("head")]["info"] = dict.fromkeys(schema.LEGACY_FLIP_INFO, True)
     ds = quiet_create(root, "local/contacts", features, use_videos=False, robot_type="sim")
-    calib = CameraCalibration(HEAD_K, HEAD_RT, W, H, flip_u=True, flip_v=True)
+    stored = CameraCalibration(STORED_HEAD_K, STORED_HEAD_RT, W, H)
+    K, Rt = stored.to_flat()
     for episode in range(2):
         for obj, closed, pads, contacts, support in contacts_episode(episode):
-            K, Rt = calib.to_flat()
             ds.add_frame(
                 {
                     "observation.state": obj.astype(np.float32),
                     "action": obj.astype(np.float32),
-                    schema.image_key("head"): render(calib, [(obj, (220, 40, 40))]),
+                    schema.image_key("head"): render(stored, [(obj, (220, 40, 40))]),
                     schema.intrinsics_key("head"): K,
                     schema.extrinsics_key("head"): Rt,
                     schema.GRIPPER_CLOSED: np.array([closed], np.float32),
@@ -523,12 +543,13 @@ def build_contacts_dataset(root: Path) -> Path:
     return root
 
 
-def test_contacts_source(tmp_path):
+@pytest.mark.parametrize("legacy_flip_flags", [False, True], ids=["schema2", "schema1_flip_flags"])
+def test_contacts_source(tmp_path, legacy_flip_flags):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    root = build_contacts_dataset(tmp_path / "contacts")
+    root = build_contacts_dataset(tmp_path / "contacts", legacy_flip_flags)
     info = json.loads((root / "meta" / "info.json").read_text())
-    assert info["features"][schema.intrinsics_key("head")]["info"][schema.FLIP_U_INFO] is True
+    assert bool(info["features"][schema.intrinsics_key("head")].get("info")) == legacy_flip_flags
     out = tmp_path / "contacts_aim"
     summary = annotate_dataset(
         AnnotateConfig(
@@ -545,20 +566,21 @@ def test_contacts_source(tmp_path):
     ds = LeRobotDataset("local/contacts_aim", root=out)
     assert ds.meta.features[schema.value_map_key("head")]["dtype"] == "image"
     schema.check_value_maps(ds.meta.features, ["head"])
-    calib = CameraCalibration(HEAD_K, HEAD_RT, W, H, flip_u=True, flip_v=True)
+    # The flags of schema 1 are not used (the columns are) and not copied.
+    assert not (ds.meta.features[schema.intrinsics_key("head")].get("info") or {})
     rows = contacts_episode(0)
     grasp_region = np.stack(rows[GRASP_STEP][3])
     place_region = np.stack(rows[RELEASE_STEP][4])
     for t in range(T):
         value = ds[t][schema.value_map_key("head")].numpy().mean(0)
         region, other = (grasp_region, place_region) if t <= GRASP_STEP else (place_region, grasp_region)
-        uv, _ = calib.project(region)
-        for u, v in np.round(uv).astype(int):
+        for point in region:
+            u, v = np.round(stored_head_pixel(point)).astype(int)
             assert value[v, u] > 0.9, (t, value[v, u])
-        ou, ov = np.round(calib.project(other)[0][0]).astype(int)
+        ou, ov = np.round(stored_head_pixel(other[0])).astype(int)
         assert value[ov, ou] < 0.3, t
     # The press episode: the first contact point from the start.
-    pu, pv = np.round(calib.project(PRESS_POINT[None])[0][0]).astype(int)
+    pu, pv = np.round(stored_head_pixel(PRESS_POINT)).astype(int)
     assert all(
         ds[T + t][schema.value_map_key("head")].numpy().mean(0)[pv, pu] > 0.9 for t in (0, PRESS_STEP, T - 1)
     )

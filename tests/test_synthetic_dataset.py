@@ -1,5 +1,6 @@
 """The synthetic AIM dataset: a real LeRobotDataset on disk with value maps that follow the task."""
 
+import copy
 import json
 
 import numpy as np
@@ -172,6 +173,10 @@ def test_check_value_maps(tmp_path, dataset):
     assert not any(k.startswith(schema.VALUE_MAPS_PREFIX) for k in bare.meta.features)
     with pytest.raises(ValueError, match="no value maps"):
         schema.check_value_maps(bare.meta.features, ["head"])
+    old = copy.deepcopy(dataset.meta.features)
+    old[schema.value_map_key(CAMERAS[0])]["info"][schema.SCHEMA_INFO] = 1
+    with pytest.raises(ValueError, match=r"schema \[1\].*lerobot-aim-annotate.*--source=contacts"):
+        schema.check_value_maps(old, list(CAMERAS))
 
 
 def test_images_without_videos_keep_schema_info(tmp_path):

@@ -29,6 +29,15 @@ import numpy as np
 
 EventKind = Literal["grasp", "place", "contact"]
 
+SETTLE_SPEED = 0.05
+"""Centre-of-mass speed (m/s) below which a released object counts as still (the place event).
+
+MetaWorld's puck creeps at about 0.025 m/s once put down, so a smaller threshold misses its placement.
+The one default of ``lerobot-aim-collect`` and ``lerobot-aim-annotate --source=contacts``."""
+
+SETTLE_STEPS = 3
+"""Consecutive still steps that confirm a placement."""
+
 
 @dataclass(frozen=True)
 class InteractionEvent:
@@ -55,8 +64,8 @@ def detect_grasp_place_events(
     gripper_contact_points: Sequence[np.ndarray] | None = None,
     support_contact_points: Sequence[np.ndarray] | None = None,
     object_half_height: float = 0.0,
-    speed_threshold: float = 0.02,
-    settle_steps: int = 3,
+    speed_threshold: float = SETTLE_SPEED,
+    settle_steps: int = SETTLE_STEPS,
     arm: int = 0,
 ) -> list[InteractionEvent]:
     """Grasp and place events of one arm and one object (paper, section 5.2: pick and place rules).
@@ -138,6 +147,54 @@ def detect_first_contact(contact_points: Sequence[np.ndarray], arm: int = 0) -> 
         if len(points):
             return [InteractionEvent(t, "contact", points, arm)]
     return []
+
+
+def detect_contact_events(
+    gripper_closing: np.ndarray,
+    pad_contacts: np.ndarray,
+    object_position: np.ndarray,
+    dt: float,
+    gripper_contact_points: Sequence[np.ndarray] | None = None,
+    support_contact_points: Sequence[np.ndarray] | None = None,
+    object_half_height: float = 0.0,
+    speed_threshold: float = SETTLE_SPEED,
+    settle_steps: int = SETTLE_STEPS,
+    arm: int = 0,
+) -> list[InteractionEvent]:
+    """THE rule for simulator contact signals (``DESIGN.md``, "Value maps (ASVM)"), for one arm.
+
+    Grasps and placements (:func:`detect_grasp_place_events`, same arguments); an arm that never
+    grasps gets its first contact instead: the first step with gripper-object contact points
+    (:func:`detect_first_contact`), or, without contact points, the object's centre at the first
+    step a pad touches it. ``lerobot-aim-collect`` and ``lerobot-aim-annotate --source=contacts``
+    both call this, so that they find the same events in the same signals.
+
+    Returns:
+        Events in step order.
+    """
+    events = detect_grasp_place_events(
+        gripper_closing,
+        pad_contacts,
+        object_position,
+        dt,
+        gripper_contact_points=gripper_contact_points,
+        support_contact_points=support_contact_points,
+        object_half_height=object_half_height,
+        speed_threshold=speed_threshold,
+        settle_steps=settle_steps,
+        arm=arm,
+    )
+    if any(event.kind == "grasp" for event in events):
+        return events
+    first = detect_first_contact(gripper_contact_points, arm) if gripper_contact_points is not None else []
+    if not first:
+        num_steps = len(np.asarray(gripper_closing).reshape(-1))
+        touching = np.flatnonzero(np.asarray(pad_contacts, dtype=bool).reshape(num_steps, -1).any(axis=1))
+        if len(touching):
+            step = int(touching[0])
+            position = np.asarray(object_position, dtype=np.float64).reshape(num_steps, 3)
+            first = [InteractionEvent(step, "contact", position[step][None].copy(), arm)]
+    return sorted(events + first, key=lambda event: event.step)
 
 
 def detect_gripper_events(ee_position: np.ndarray, gripper_closed: np.ndarray) -> list[InteractionEvent]:

@@ -16,8 +16,8 @@ Two sources of interaction events:
 - ``--source=contacts`` (simulators): the raw contact signals of :mod:`lerobot_aim.data.schema`
   (``annotation.pad_contact``, ``annotation.object_position``, optional contact and support points,
   ``observation.gripper_closed``): a grasp at the first firm contact while closing, a placement when
-  the released object has come to rest (:func:`~lerobot_aim.asvm.events.detect_grasp_place_events`),
-  the first contact for tasks without a grasp.
+  the released object has come to rest, the first contact for tasks without a grasp
+  (:func:`~lerobot_aim.asvm.events.detect_contact_events`, the rule ``lerobot-aim-collect`` uses).
 
 At every step the next event's region of each arm (:func:`~lerobot_aim.asvm.events.next_interaction_targets`)
 is drawn with that step's calibration (:func:`~lerobot_aim.asvm.render.render_value_map`). The
@@ -57,8 +57,10 @@ import numpy as np
 
 from lerobot_aim.asvm.camera import CameraCalibration
 from lerobot_aim.asvm.events import (
+    SETTLE_SPEED,
+    SETTLE_STEPS,
     InteractionEvent,
-    detect_grasp_place_events,
+    detect_contact_events,
     detect_gripper_events,
     next_interaction_targets,
 )
@@ -162,10 +164,10 @@ class AnnotateConfig:
     # --source=contacts: centre-of-mass height above the object's base, metres (place region
     # without support points).
     object_half_height: float = 0.0
-    # --source=contacts: speed (m/s) below which a released object counts as still.
-    speed_threshold: float = 0.02
+    # --source=contacts: speed (m/s) below which a released object counts as still (as lerobot-aim-collect).
+    speed_threshold: float = SETTLE_SPEED
     # --source=contacts: consecutive still steps that confirm a placement.
-    settle_steps: int = 3
+    settle_steps: int = SETTLE_STEPS
 
     # Write <output_root>/contact_sheets/episode_XXXX.png: frames with value maps overlaid, a row per camera.
     contact_sheets: bool = False
@@ -491,37 +493,19 @@ class _SignalReader:
             return detect_gripper_events(signals.ee_position, signals.gripper_closed)
         events: list[InteractionEvent] = []
         for arm in range(self.num_arms):
-            contact_points = signals.contact_points[arm] if signals.contact_points else None
-            support_points = signals.support_points[arm] if signals.support_points else None
-            arm_events = detect_grasp_place_events(
+            events += detect_contact_events(
                 gripper_closing=signals.gripper_closed[:, arm],
                 pad_contacts=signals.pads[arm],
                 object_position=signals.object_position[arm],
                 dt=1.0 / fps,
-                gripper_contact_points=contact_points,
-                support_contact_points=support_points,
+                gripper_contact_points=signals.contact_points[arm] if signals.contact_points else None,
+                support_contact_points=signals.support_points[arm] if signals.support_points else None,
                 object_half_height=cfg.object_half_height,
                 speed_threshold=cfg.speed_threshold,
                 settle_steps=cfg.settle_steps,
                 arm=arm,
             )
-            if not any(e.kind == "grasp" for e in arm_events):
-                arm_events += _first_contact(signals, arm)
-            events += arm_events
         return sorted(events, key=lambda e: (e.step, e.arm))
-
-
-def _first_contact(signals: _ArmSignals, arm: int) -> list[InteractionEvent]:
-    """The first gripper-object contact of an arm (tasks without a grasp): contact points, else pads."""
-    if signals.contact_points is not None:
-        for t, points in enumerate(signals.contact_points[arm]):
-            if len(points):
-                return [InteractionEvent(t, "contact", np.asarray(points, dtype=np.float64), arm)]
-    touching = np.flatnonzero(signals.pads[arm].any(axis=1))
-    if len(touching):
-        t = int(touching[0])
-        return [InteractionEvent(t, "contact", signals.object_position[arm][t][None].astype(np.float64), arm)]
-    return []
 
 
 # ── Cameras ─────────────────────────────────────────────────────────────
@@ -534,8 +518,6 @@ class _Camera:
     width: int
     dtype: str  # "video" or "image", as the camera's image feature
     fixed: CameraCalibration | None = None  # from the YAML file
-    flip_u: bool = False  # for per-step dataset columns
-    flip_v: bool = False
     origin: str = ""
 
     @property
@@ -543,16 +525,15 @@ class _Camera:
         return self.fixed is None
 
     def at(self, columns: dict[str, np.ndarray], t: int) -> CameraCalibration | None:
-        """Calibration at step ``t`` of an episode's ``columns`` (None when not finite there)."""
+        """Calibration at step ``t`` of an episode's ``columns``, which describe the stored image and are
+        used as is (None when not finite there)."""
         if self.fixed is not None:
             return self.fixed
         intrinsics = columns[schema.intrinsics_key(self.name)][t]
         extrinsics = columns[schema.extrinsics_key(self.name)][t]
         if not (np.isfinite(intrinsics).all() and np.isfinite(extrinsics).all()):
             return None
-        return CameraCalibration.from_flat(
-            intrinsics, extrinsics, self.width, self.height, flip_u=self.flip_u, flip_v=self.flip_v
-        )
+        return CameraCalibration.from_flat(intrinsics, extrinsics, self.width, self.height)
 
 
 def image_hw(feature: dict) -> tuple[int, int]:
@@ -691,7 +672,6 @@ def _setup_cameras(cfg: AnnotateConfig, features: dict, cameras: list[str]) -> l
             )
             camera.origin = f"fixed, from `{Path(cfg.calibration).name}`"
         elif schema.intrinsics_key(name) in features and schema.extrinsics_key(name) in features:
-            camera.flip_u, camera.flip_v = schema.camera_flips(features, name)
             camera.origin = (
                 f"per step, from `{schema.intrinsics_key(name)}` / `{schema.extrinsics_key(name)}`"
             )
@@ -825,7 +805,14 @@ def annotate_dataset(cfg: AnnotateConfig) -> AnnotationSummary:
 
     backend = cfg.video_backend or get_safe_default_video_backend()
     src = LeRobotDataset(cfg.repo_id, root=cfg.root, video_backend=backend)
-    features = src.meta.features
+    features, legacy_flips = schema.drop_legacy_flips(src.meta.features)
+    if legacy_flips:
+        logger.warning(
+            "Camera(s) %s carry the flip flags %s of lerobot-aim-collect's schema 1: their calibration columns "
+            "already describe the stored images, so the flags are ignored (and not copied).",
+            legacy_flips,
+            list(schema.LEGACY_FLIP_INFO),
+        )
     if src.meta.depth_keys:
         raise AnnotationError(
             f"Depth features {src.meta.depth_keys} are not supported yet; drop them first with "

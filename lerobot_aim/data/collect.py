@@ -8,7 +8,7 @@ and contact signals) and writes, per step, everything AIM trains on (:mod:`lerob
 - ``observation.value_maps.<cam>``: the value map of each camera (videos, grey in 3 channels);
 - ``observation.state`` (hand xyz, finger opening) and ``action`` (the executed, clipped action);
 - ``observation.camera.<cam>.intrinsics`` / ``.extrinsics``: that step's calibration (the wrist
-  cameras move), with the flips of the stored images in the intrinsics feature's ``info``;
+  cameras move) of the image as stored (the head camera's 180-degree rotation folded in);
 - the raw annotation signals (``observation.ee_position``, ``observation.gripper_closed``,
   ``annotation.pad_contact``, ``annotation.object_position``, ``annotation.contact_points``,
   ``annotation.support_points``), so that ``lerobot-aim-annotate --source=contacts`` can re-render
@@ -64,9 +64,10 @@ import numpy as np
 
 from lerobot_aim.asvm.camera import CameraCalibration
 from lerobot_aim.asvm.events import (
+    SETTLE_SPEED,
+    SETTLE_STEPS,
     InteractionEvent,
-    detect_first_contact,
-    detect_grasp_place_events,
+    detect_contact_events,
     next_interaction_targets,
 )
 from lerobot_aim.asvm.render import render_value_map
@@ -145,12 +146,12 @@ class CollectConfig:
     place_after_success: str = "auto"
     # Steps the scripted placement may take at most (lowering, release and settling).
     max_place_steps: int = 120
-    # Place event: centre-of-mass speed (m/s) below which a released object counts as still.
-    # (MetaWorld's puck creeps at about 0.025 m/s once put down; pass the same value to
-    # `lerobot-aim-annotate --source=contacts --speed_threshold=...` to reproduce the maps.)
-    speed_threshold: float = 0.05
+    # Place event: centre-of-mass speed (m/s) below which a released object counts as still
+    # (MetaWorld's puck creeps at about 0.025 m/s once put down). `lerobot-aim-annotate
+    # --source=contacts` has the same default: pass it the same value to reproduce the maps.
+    speed_threshold: float = SETTLE_SPEED
     # Place event: consecutive still steps that confirm a placement.
-    settle_steps: int = 3
+    settle_steps: int = SETTLE_STEPS
     # After the last event: "last" keeps showing its region, "empty" gives blank maps.
     after_last: str = "last"
     # Video codec of the images and value maps (h264, hevc, libsvtav1, ...).
@@ -233,7 +234,7 @@ def collect_features(cameras: list[tuple[str, str]], height: int, width: int) ->
 
     ``cameras``: ``(name, mujoco_camera)`` pairs, head first (see :func:`parse_cameras`).
     """
-    from lerobot_aim.envs.metaworld_env import FLIPPED_CAMERAS, MAX_CONTACT_POINTS
+    from lerobot_aim.envs.metaworld_env import MAX_CONTACT_POINTS
 
     names = [name for name, _ in cameras]
     features: dict[str, dict] = {
@@ -248,9 +249,6 @@ def collect_features(cameras: list[tuple[str, str]], height: int, width: int) ->
         }
     features.update(schema.value_map_features(names, height, width, head_camera=names[0]))
     features.update(schema.calibration_features(names))
-    for name, mujoco_camera in cameras:
-        flip = mujoco_camera in FLIPPED_CAMERAS
-        features[schema.intrinsics_key(name)]["info"] = {schema.FLIP_U_INFO: flip, schema.FLIP_V_INFO: flip}
     features.update(
         schema.annotation_signal_features(
             n_arms=1, pads_per_arm=2, max_contact_points=MAX_CONTACT_POINTS, with_ee_position=True
@@ -272,10 +270,11 @@ def _signals_of(info: dict) -> dict[str, np.ndarray]:
     }
 
 
-# ── Events (same rules as `lerobot-aim-annotate --source=contacts`) ──────
+# ── Events ──────────────────────────────────────────────────────────────
 
 
 def _finite_points(flat: np.ndarray) -> np.ndarray:
+    """(K, 3) points of a NaN-padded flat vector, padding removed."""
     points = np.asarray(flat, dtype=np.float64).reshape(-1, 3)
     return points[np.isfinite(points).all(axis=1)]
 
@@ -283,35 +282,28 @@ def _finite_points(flat: np.ndarray) -> np.ndarray:
 def episode_events(
     signals: dict[str, np.ndarray],
     fps: float,
-    speed_threshold: float = 0.05,
-    settle_steps: int = 3,
+    speed_threshold: float = SETTLE_SPEED,
+    settle_steps: int = SETTLE_STEPS,
     object_half_height: float = 0.0,
 ) -> list[InteractionEvent]:
     """Interaction events of one single-arm episode from its recorded signals ``{key: (T, D)}``.
 
-    The rules of ``lerobot-aim-annotate --source=contacts`` (read from the same float32 values, so
-    that it finds the same events): grasps and placements
-    (:func:`~lerobot_aim.asvm.events.detect_grasp_place_events`), else the first gripper-object
-    contact (:func:`~lerobot_aim.asvm.events.detect_first_contact`).
+    :func:`~lerobot_aim.asvm.events.detect_contact_events`, read from the float32 values the
+    dataset stores, so that ``lerobot-aim-annotate --source=contacts`` finds the same events.
     """
     closed = np.asarray(signals[schema.GRIPPER_CLOSED], dtype=np.float64)[:, 0] > 0.5
     num_steps = len(closed)
-    pads = np.asarray(signals[schema.PAD_CONTACT], dtype=np.float64).reshape(num_steps, -1) > 0.5
-    contact_points = [_finite_points(p) for p in signals[schema.CONTACT_POINTS]]
-    events = detect_grasp_place_events(
+    return detect_contact_events(
         gripper_closing=closed,
-        pad_contacts=pads,
+        pad_contacts=np.asarray(signals[schema.PAD_CONTACT], dtype=np.float64).reshape(num_steps, -1) > 0.5,
         object_position=np.asarray(signals[schema.OBJECT_POSITION], dtype=np.float64),
         dt=1.0 / fps,
-        gripper_contact_points=contact_points,
+        gripper_contact_points=[_finite_points(p) for p in signals[schema.CONTACT_POINTS]],
         support_contact_points=[_finite_points(p) for p in signals[schema.SUPPORT_POINTS]],
         object_half_height=object_half_height,
         speed_threshold=speed_threshold,
         settle_steps=settle_steps,
     )
-    if not any(event.kind == "grasp" for event in events):
-        events += detect_first_contact(contact_points)
-    return sorted(events, key=lambda e: e.step)
 
 
 # ── One episode ─────────────────────────────────────────────────────────
@@ -437,21 +429,14 @@ def value_maps_of(
     episode: EpisodeBuffer, cameras: list[tuple[str, str]], height: int, width: int, cfg: CollectConfig
 ) -> list[dict[str, np.ndarray]]:
     """Per frame, ``{value-map key: (H, W, 3) uint8}`` of every camera, from the episode's events."""
-    from lerobot_aim.envs.metaworld_env import FLIPPED_CAMERAS
-
     targets = next_interaction_targets(len(episode), episode.events, after_last=cfg.after_last)
     maps = []
     for t, frame in enumerate(episode.frames):
         per_camera = {}
-        for name, mujoco_camera in cameras:
-            flip = mujoco_camera in FLIPPED_CAMERAS
+        for name, _ in cameras:
+            # The env's calibration describes the stored (possibly rotated) image: used as is.
             calib = CameraCalibration.from_flat(
-                frame[schema.intrinsics_key(name)],
-                frame[schema.extrinsics_key(name)],
-                width,
-                height,
-                flip_u=flip,
-                flip_v=flip,
+                frame[schema.intrinsics_key(name)], frame[schema.extrinsics_key(name)], width, height
             )
             value = render_value_map(targets[t], calib, radius=cfg.radius)
             grey = np.round(np.clip(value, 0.0, 1.0) * 255).astype(np.uint8)

@@ -5,17 +5,28 @@ A LeRobotDataset that AIM trains on holds, per camera ``<cam>`` and step:
 - ``observation.value_maps.<cam>``: the value map of the same camera and step, same height and
   width, a 3-channel video (grey replicated), values in [0, 1];
 - optionally ``observation.camera.<cam>.intrinsics`` (3x3, flattened row-major, 9 floats) and
-  ``observation.camera.<cam>.extrinsics`` (world-to-camera [R|t], OpenCV convention, 12 floats);
+  ``observation.camera.<cam>.extrinsics`` (world-to-camera [R|t], OpenCV convention, 12 floats):
+  the calibration of the image *as stored*, used as is (a simulator camera that renders upside down
+  and is stored rotated has that rotation folded into its K and [R|t]);
 - ``observation.state``, ``action`` and the task string, as LeRobot has them.
 
 ``info.json`` records the schema version and the head camera inside each value-map feature's
 ``info`` (LeRobot keeps that dict, and drops unknown top-level keys). Data prepared for the public
 AIM code (``observation.masks.<cam>``) is accepted through :data:`MASK_ALIAS_PREFIX`.
+
+Schema versions:
+- 2: calibration columns describe the stored image and are used as is.
+- 1 (refused for training): ``lerobot-aim-collect`` stored folded calibration columns and also
+  flip flags (:data:`LEGACY_FLIP_INFO`), and applied the flip a second time: its head-camera maps
+  (MetaWorld's ``corner2``) are rotated 180 degrees. ``lerobot-aim-annotate --source=contacts``
+  re-renders them right (it ignores those flags).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_INFO = "aim.value_map_schema"
+HEAD_CAMERA_INFO = "aim.head_camera"
 IMAGES_PREFIX = "observation.images."
 VALUE_MAPS_PREFIX = "observation.value_maps."
 MASK_ALIAS_PREFIX = "observation.masks."
@@ -47,7 +58,7 @@ def value_map_features(cameras: list[str], height: int, width: int, head_camera:
             "dtype": "video",
             "shape": (height, width, 3),
             "names": ["height", "width", "channels"],
-            "info": {"aim.value_map_schema": SCHEMA_VERSION, "aim.head_camera": head},
+            "info": {SCHEMA_INFO: SCHEMA_VERSION, HEAD_CAMERA_INFO: head},
         }
         for cam in cameras
     }
@@ -72,14 +83,21 @@ def dataset_cameras(features: dict) -> list[str]:
 def head_camera(features: dict) -> str | None:
     for key, ft in features.items():
         if key.startswith(VALUE_MAPS_PREFIX):
-            head = (ft.get("info") or {}).get("aim.head_camera")
+            head = (ft.get("info") or {}).get(HEAD_CAMERA_INFO)
             if head:
                 return head
     return None
 
 
+def value_map_schema(features: dict, camera: str) -> int | None:
+    """Schema version recorded in the info of the camera's value-map feature (None if unrecorded)."""
+    version = ((features.get(value_map_key(camera)) or {}).get("info") or {}).get(SCHEMA_INFO)
+    return None if version is None else int(version)
+
+
 def check_value_maps(features: dict, cameras: list[str], source: str = "the dataset") -> None:
-    """Refuse, with what to do, a dataset that lacks images or value maps of the configured cameras."""
+    """Refuse, with what to do, a dataset that lacks images or value maps of the configured cameras,
+    or whose value maps were written under an older schema (wrong head-camera maps)."""
     have_images = {k.removeprefix(IMAGES_PREFIX) for k in features if k.startswith(IMAGES_PREFIX)}
     missing = [c for c in cameras if c not in have_images]
     if missing:
@@ -100,6 +118,17 @@ def check_value_maps(features: dict, cameras: list[str], source: str = "the data
             f"{source} has no value maps for camera(s) {no_maps} (expected features "
             f"{[value_map_key(c) for c in no_maps]}). Add them with `{ANNOTATE_COMMAND} --repo_id=<dataset> "
             "--output_repo_id=<new dataset>` (from contacts or from end-effector poses), then train on the new dataset."
+        )
+    old = {c: v for c in cameras if (v := value_map_schema(features, c)) is not None and v < SCHEMA_VERSION}
+    if old:
+        raise ValueError(
+            f"{source} holds value maps of schema {sorted(set(old.values()))} (cameras {sorted(old)}); this "
+            f"version of AIM needs schema {SCHEMA_VERSION}. Before schema 2, lerobot-aim-collect applied the "
+            "head camera's image flip twice, so its head-camera maps are rotated 180 degrees. Re-render the "
+            f"maps with `{ANNOTATE_COMMAND} --repo_id=<dataset> --root=<its folder> --output_repo_id=<new "
+            "dataset> --source=contacts` (a dataset annotated from end-effector poses: rerun its "
+            "--source=poses command on it), or collect it again with `lerobot-aim-collect`; then train on "
+            "the new dataset."
         )
 
 
@@ -147,13 +176,10 @@ SUPPORT_POINTS = "annotation.support_points"
 repeated in every arm's block). The place region is the points at the place step. Optional: without
 it the place region is the object's centre lowered by ``--object_half_height``."""
 
-FLIP_U_INFO = "aim.flip_u"
-"""Key in the ``info`` of ``observation.camera.<cam>.intrinsics``: the stored image is mirrored
-left-right with respect to the camera that the calibration columns describe."""
-
-FLIP_V_INFO = "aim.flip_v"
-"""Like :data:`FLIP_U_INFO`, top-bottom (both set: an image stored rotated by 180 degrees, as
-LeRobot stores MetaWorld's ``corner`` cameras)."""
+LEGACY_FLIP_INFO = ("aim.flip_u", "aim.flip_v")
+"""Keys that ``lerobot-aim-collect`` of schema 1 wrote into the ``info`` of
+``observation.camera.<cam>.intrinsics`` although the columns already describe the stored image.
+They are ignored when reading and dropped when writing (:func:`drop_legacy_flips`)."""
 
 
 def annotation_signal_features(
@@ -210,7 +236,22 @@ def pad_points(points_per_arm, max_points: int):
     return out.reshape(-1)
 
 
-def camera_flips(features: dict, camera: str) -> tuple[bool, bool]:
-    """(flip_u, flip_v) recorded in the ``info`` of the camera's intrinsics feature (default False)."""
-    info = (features.get(intrinsics_key(camera)) or {}).get("info") or {}
-    return bool(info.get(FLIP_U_INFO, False)), bool(info.get(FLIP_V_INFO, False))
+def drop_legacy_flips(features: dict) -> tuple[dict, list[str]]:
+    """``features`` without the :data:`LEGACY_FLIP_INFO` keys, and the cameras that had them.
+
+    Returns a new dict (``features`` is not modified); an intrinsics feature left with an empty
+    ``info`` gets ``info=None``, as LeRobot writes features without one.
+    """
+    out, cameras = {}, []
+    for key, ft in features.items():
+        info = ft.get("info") or {}
+        if (
+            key.startswith(CAMERA_PREFIX)
+            and key.endswith(".intrinsics")
+            and any(k in info for k in LEGACY_FLIP_INFO)
+        ):
+            cameras.append(key.removeprefix(CAMERA_PREFIX).removesuffix(".intrinsics"))
+            kept = {k: v for k, v in info.items() if k not in LEGACY_FLIP_INFO}
+            ft = {**ft, "info": kept or None}
+        out[key] = ft
+    return out, cameras
