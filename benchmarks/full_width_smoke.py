@@ -94,7 +94,7 @@ def run(args, workdir: Path) -> None:
     from lerobot_aim.data.synthetic import make_synthetic_dataset
     from lerobot_aim.model.sampling import ActionTrajectory
     from lerobot_aim.modeling_aim import AIMPolicy
-    from lerobot_aim.rl.grpo import freeze_all_but_action_stream, grpo_update
+    from lerobot_aim.rl.grpo import UpdateSettings, freeze_all_but_action_stream, grpo_update
     from lerobot_aim.rl.rollout import StochasticActor
 
     stages, t0 = {}, time.perf_counter()
@@ -173,8 +173,9 @@ def run(args, workdir: Path) -> None:
         actor.reset()
         chunks.append(actor.predict_chunk(obs)[1])
     grpo_optimizer = torch.optim.AdamW(trained, lr=1e-4)
-    stats = grpo_update(policy, ActionTrajectory.cat(chunks), torch.tensor([1.0, -1.0]), grpo_optimizer,
-                        trained, clip_epsilon=0.2)  # fmt: skip
+    stats = grpo_update(
+        policy, ActionTrajectory.cat(chunks), torch.tensor([1.0, -1.0]), grpo_optimizer, trained, UpdateSettings()
+    )
     assert all(v == v for v in stats.values()), stats
     assert fingerprint(policy.model.rgb.state_dict()) == rgb_before, "GRPO moved the frozen RGB stream"
     assert fingerprint(policy.model.action.state_dict()) != action_before, (

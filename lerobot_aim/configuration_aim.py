@@ -22,6 +22,8 @@ from lerobot.configs import NormalizationMode, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 from lerobot.utils.constants import OBS_STATE
 
+from lerobot_aim.cli import InputError
+
 ATTENTION_MODES = ("intent_causal", "wam", "no_value")
 CODECS = {"pixel": 1, "wan_vae": 4}  # codec name -> temporal stride
 WAN22_LATENT_CHANNELS = 48  # z_dim of the Wan2.2 VAE
@@ -35,12 +37,9 @@ VALUE_MAPS_PREFIX = "observation.value_maps."
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
-class AIMConfigError(Exception):
-    """A field of AIMConfig that cannot work, with what to set instead.
-
-    Deliberately not a ValueError: draccus, which parses ``lerobot-train``'s command line, replaces the
-    message of a ValueError or TypeError raised while it builds a config by "Couldn't instantiate
-    class AIMConfig using the given arguments.", and the user would never see what is wrong."""
+class AIMConfigError(InputError):
+    """A field of AIMConfig that cannot work, with what to set instead (an :class:`InputError`, not a
+    ValueError, so that ``lerobot-train``'s parser shows the message)."""
 
 
 @PreTrainedConfig.register_subclass("aim")
@@ -88,6 +87,9 @@ class AIMConfig(PreTrainedConfig):
     text_encoder_path: str | None = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
     # Instruction tokens kept (padded / truncated).
     text_max_length: int = 512
+    # Device of the frozen text encoder ("cpu" keeps UMT5-XXL's 11 GB off a small GPU: an instruction is
+    # encoded once and cached); None: the policy's device.
+    text_encoder_device: str | None = None
 
     # Streams (Mixture-of-Transformers)
 

@@ -22,6 +22,7 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor
 
+from lerobot_aim.checkpoint import CheckpointError, check_local_checkpoint, check_weights
 from lerobot_aim.configuration_aim import AIMConfig
 from lerobot_aim.data.schema import check_value_maps
 from lerobot_aim.history import ContextHistory
@@ -38,12 +39,14 @@ class _Frozen:
     """Holds the frozen codec and text encoder outside the module tree: they are neither trained
     nor saved with the policy (they load from their own folders or Hub ids)."""
 
-    def __init__(self, codec, text_encoder):
+    def __init__(self, codec, text_encoder, text_encoder_device: str | None = None):
         self.codec, self.text_encoder = codec, text_encoder
+        self.text_encoder_device = text_encoder_device
 
     def to(self, device) -> None:
+        """The codec follows the policy; the text encoder too, unless it is pinned to another device."""
         self.codec.to(device)
-        self.text_encoder.to(device)
+        self.text_encoder.to(self.text_encoder_device or device)
 
 
 class AIMPolicy(PreTrainedPolicy):
@@ -74,7 +77,7 @@ class AIMPolicy(PreTrainedPolicy):
         text = make_text_encoder(
             config.text_encoder, config.text_encoder_path, config.text_max_length, torch_dtype=dtype
         )
-        self._frozen = _Frozen(codec, text)
+        self._frozen = _Frozen(codec, text, config.text_encoder_device)
         if codec.latent_channels != config.latent_channels:
             raise ValueError(
                 f"The codec at {config.codec_path!r} gives {codec.latent_channels} latent channels, the config "
@@ -101,24 +104,61 @@ class AIMPolicy(PreTrainedPolicy):
 
     @classmethod
     def from_pretrained(cls, pretrained_name_or_path, **kwargs):
-        """Load a saved AIM policy; the Wan initialisation is skipped (the checkpoint has all weights)."""
+        """Load a saved AIM policy; the Wan initialisation is skipped (the checkpoint has all weights).
+
+        A local path must hold a whole checkpoint (:func:`~lerobot_aim.checkpoint.check_local_checkpoint`),
+        and the weights loaded must be finite (:func:`~lerobot_aim.checkpoint.check_weights`)."""
+        check_local_checkpoint(pretrained_name_or_path)
         return super().from_pretrained(pretrained_name_or_path, init_from_wan=False, **kwargs)
 
     @classmethod
     def _load_as_safetensor(cls, model, model_file: str, map_location: str, strict: bool):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(model_file, framework="pt") as f:
-            for key in ("model.action.action_encoder.0.weight", "model.action.proj_out.weight"):
-                if key in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
-                    saved, wanted = tuple(f.get_slice(key).get_shape()), tuple(model.state_dict()[key].shape)
-                    if saved != wanted:
-                        raise ValueError(
-                            f"The checkpoint {model_file} was trained with another action size ({key}: {saved}) "
-                            f"than this dataset or env gives ({wanted}, action dim {model.config.action_dim}). "
-                            "Fine-tune from a checkpoint with the same action space, or map the actions first."
-                        )
-        return super()._load_as_safetensor(model, model_file, map_location, strict)
+        try:
+            with safe_open(model_file, framework="pt") as f:
+                shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(
+                f"{model_file} cannot be read ({error}): the file is damaged or truncated (an interrupted "
+                "download or save). Download or copy the checkpoint again, or use an earlier one."
+            ) from None
+        cls._check_action_size(model, model_file, shapes)
+        cls._check_layout(model, model_file, shapes)
+        model = super()._load_as_safetensor(model, model_file, map_location, strict)
+        check_weights(model, model_file)
+        return model
+
+    @staticmethod
+    def _check_action_size(model, model_file: str, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Refuse a checkpoint of another action size (strict=False would load it half)."""
+        for key in ("model.action.action_encoder.0.weight", "model.action.proj_out.weight"):
+            if key in shapes and shapes[key] != tuple(model.state_dict()[key].shape):
+                raise CheckpointError(
+                    f"The checkpoint {model_file} was trained with another action size ({key}: {shapes[key]}) "
+                    f"than this dataset or env gives ({tuple(model.state_dict()[key].shape)}, action dim "
+                    f"{model.config.action_dim}). Fine-tune from a checkpoint with the same action space, or "
+                    "map the actions first."
+                )
+
+    @staticmethod
+    def _check_layout(model, model_file: str, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Refuse a checkpoint whose tensors are not this model's: LeRobot loads with strict=False, which
+        would keep random weights where the checkpoint has none."""
+        own = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        missing, unexpected = sorted(own.keys() - shapes.keys()), sorted(shapes.keys() - own.keys())
+        other = sorted(key for key in own.keys() & shapes.keys() if own[key] != shapes[key])
+        if missing or unexpected or other:
+            parts = [
+                f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                for what, keys in (("missing", missing), ("not in this model", unexpected), ("another shape", other))
+                if keys
+            ]
+            raise CheckpointError(
+                f"The checkpoint {model_file} does not fit this AIM model ({'; '.join(parts)}): it was saved with "
+                "another config (its config.json next to it is the one to load it with) or by another version of "
+                "lerobot_policy_aim. Load it with its own config, or retrain."
+            )
 
     def _set_latent_statistics(self, dataset_stats: dict) -> None:
         """Pixel-codec latent statistics from the dataset's per-camera image statistics."""
@@ -190,7 +230,7 @@ class AIMPolicy(PreTrainedPolicy):
             tasks = [""] * batch_size
         elif isinstance(tasks, str):
             tasks = [tasks] * batch_size
-        return self._frozen.text_encoder(list(tasks)).float()
+        return self._frozen.text_encoder(list(tasks)).float().to(self._device())
 
     def _model_dtype(self) -> torch.dtype:
         return DTYPES[self.config.dtype]
@@ -344,7 +384,7 @@ class AIMPolicy(PreTrainedPolicy):
             self.model, context, noise, ChunkSchedule.of(self.config), use_cache=self.config.use_context_cache
         )
         self.remember(pred, context)
-        return pred.actions.float()
+        return finite_actions(pred.actions.float())
 
     def next_action(self, batch: dict[str, Tensor], plan) -> tuple[Tensor, bool]:
         """Pop the next queued action, planning a chunk with ``plan(batch)`` when the queue is empty;
@@ -453,3 +493,13 @@ def _masked_mean(errors: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``errors`` over the entries where ``mask`` is true (0 when none is)."""
     mask = mask.to(errors.dtype)
     return (errors * mask).sum() / mask.sum().clamp(min=1)
+
+
+def finite_actions(actions: Tensor) -> Tensor:
+    """``actions``, or a RuntimeError when any is NaN or infinite: a robot is never handed one."""
+    if not torch.isfinite(actions).all():
+        raise RuntimeError(
+            "The planned action chunk is not finite (NaN or inf): refusing to return it. The observation or the "
+            "policy's weights hold non-finite values; check the inputs (cameras, state) and the checkpoint."
+        )
+    return actions

@@ -50,6 +50,8 @@ class AIMPackViewsProcessorStep(ObservationProcessorStep):
         views = []
         for i, key in enumerate(keys):
             view = observation.pop(key).float()
+            if not torch.isfinite(view).all():
+                raise ValueError(f"`{key}` holds NaN or infinite pixels: refusing to plan from it.")
             size = (height, width) if i == 0 else (height // 2, width // 2)
             if tuple(view.shape[-2:]) != size:
                 lead = view.shape[:-3]

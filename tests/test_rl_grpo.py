@@ -7,6 +7,7 @@ from lerobot_aim.model.mot import Context, Prediction
 from lerobot_aim.model.sampling import ChunkSchedule, sample_chunk, trajectory_log_probs
 from lerobot_aim.modeling_aim import AIMPolicy
 from lerobot_aim.rl.grpo import (
+    UpdateSettings,
     freeze_all_but_action_stream,
     gaussian_kl_same_std,
     grpo_loss,
@@ -136,9 +137,8 @@ def test_an_update_raises_the_objective_and_moves_only_the_action_stream(policy)
     trajectory = _trajectory(policy)
     advantages = torch.tensor([1.0, -1.0])
     optimizer = torch.optim.SGD(params, lr=1e-4)
-    stats = grpo_update(
-        policy, trajectory, advantages, optimizer, params, EPS, reference=reference, max_grad_norm=0
-    )
+    settings = UpdateSettings(clip_epsilon=EPS, max_grad_norm=0)
+    stats = grpo_update(policy, trajectory, advantages, optimizer, params, settings, reference=reference)
     assert (
         stats["updates"] == 1
         and stats["clip_frac"] == 0.0
@@ -169,7 +169,8 @@ def test_an_update_keeps_the_rgb_and_value_predictions_of_stage_one(policy):
         stage_one_chunk, _ = sample_chunk(policy.model, context, noise, schedule)
     optimizer = torch.optim.SGD(params, lr=1e-2)
     for _ in range(2):
-        grpo_update(policy, _trajectory(policy), torch.tensor([1.0, -1.0]), optimizer, params, EPS, max_grad_norm=0)
+        settings = UpdateSettings(clip_epsilon=EPS, max_grad_norm=0)
+        grpo_update(policy, _trajectory(policy), torch.tensor([1.0, -1.0]), optimizer, params, settings)
     with torch.no_grad():
         stage_two = policy.model(context, noise, sigma, sigma)
         stage_two_chunk, _ = sample_chunk(policy.model, context, noise, schedule)

@@ -287,3 +287,25 @@ def _no_video(eval_policy_all):
         return eval_policy_all(*args, **kwargs)
 
     return wrapped
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--group_size=1"], "--group_size must be >= 2"),
+        (["--sde_noise=-1"], "--sde_noise must be >= 0"),
+    ],
+)
+def test_grpo_cli_answers_a_bad_setting_in_one_line(monkeypatch, capsys, stage1, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _run(monkeypatch, f"--policy.path={stage1}", "--env.type=aim_metaworld", *args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"lerobot-aim-grpo: error: {message}" in err and "Traceback" not in err
+
+
+def test_grpo_cli_names_a_missing_checkpoint(monkeypatch, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        _run(monkeypatch, f"--policy.path={tmp_path / 'outputs' / 'missing'}", "--env.type=aim_metaworld")
+    err = capsys.readouterr().err
+    assert "No checkpoint at" in err and "pretrained_model" in err and "Repo id" not in err

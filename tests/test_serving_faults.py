@@ -45,24 +45,36 @@ def nan_checkpoint(serving_checkpoint, tmp_path_factory):
     return path
 
 
-def test_non_finite_actions_never_reach_the_robot(nan_checkpoint):
+def test_a_checkpoint_with_non_finite_weights_is_not_served(nan_checkpoint):
+    from lerobot_aim.serving.policy_server import start_server
+
+    with pytest.raises(ValueError, match=r"not finite .*NaN or inf"):
+        start_server(server_config(nan_checkpoint))
+
+
+def test_non_finite_actions_never_reach_the_robot(serving_checkpoint):
+    """Weights that go bad after loading (here: set to NaN in the running server): the chunk is refused."""
     from lerobot.transport import services_pb2
 
     from lerobot_aim.serving.policy_server import start_server
 
-    running = start_server(server_config(nan_checkpoint))
+    running = start_server(server_config(serving_checkpoint))
     try:
+        with torch.no_grad():
+            for served in running.servicer.served:
+                for parameter in served.policy.parameters():
+                    parameter.fill_(math.nan)
         channel, stub = connect(running.port)
         with channel:
             stub.Ready(services_pb2.Empty(), timeout=CALL_TIMEOUT)
-            send_instructions(stub, instructions(nan_checkpoint))
+            send_instructions(stub, instructions(serving_checkpoint))
             send_observation(stub, observation())
             error = rpc_error(stub.GetActions, services_pb2.Empty(), timeout=CALL_TIMEOUT)
         assert error.code() == grpc.StatusCode.INTERNAL
-        assert "not finite" in error.details() and "none were sent to the robot" in error.details()
+        assert "not finite" in error.details()  # the policy refuses the chunk; the server says why
 
         # lerobot-aim-robot-client stops with that message; its robot never moved.
-        client = aim_client(running.port, nan_checkpoint)
+        client = aim_client(running.port, serving_checkpoint)
         assert run_client(client, want=1, limit_s=20) == []
         assert "GetActions" in client.failure and "not finite" in client.failure
     finally:

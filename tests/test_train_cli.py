@@ -77,3 +77,14 @@ def test_accelerate_multi_process_training(dataset_root, tmp_path):
     log = _run([*accelerate, *_common(dataset_root, tmp_path / "ddp", 4)])
     assert "Effective batch size: 8 x 2 = 16" in log
     assert (tmp_path / "ddp" / "checkpoints" / "last" / "pretrained_model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_resume_from_a_preset_says_which_config_to_resume_from(dataset_root, tmp_path):
+    """`--resume=true` reads the folder of --config_path as the checkpoint: with a preset that is the
+    presets folder, which holds no weights."""
+    cmd = [*TRAIN, *_common(dataset_root, tmp_path / "run", steps=2), "--resume=true"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode != 0
+    assert "is the folder of AIM's presets, not a checkpoint" in result.stderr
+    assert "checkpoints/last/pretrained_model/train_config.json" in result.stderr

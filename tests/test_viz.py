@@ -35,3 +35,26 @@ def test_viz_cli_writes_video_and_contact_sheet(tmp_path):
     tile, pad, tiles = 2 * 32, 2, 3  # scale 2, steps 0, 4, 8
     width = tiles * tile + (tiles + 1) * pad
     assert sheet.size[0] == width and sheet.size[1] >= 3 * tile
+
+
+def _viz(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lerobot_aim.viz.predictions", *args], capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_viz_cli_answers_wrong_inputs_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, num_episodes=1, episode_length=8, image_size=(32, 32))  # camera "head"
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt", ["front"], image_hw=(32, 32), action_dim=2)
+    dataset = ["--dataset.repo_id=local/aim_synthetic", f"--dataset.root={data}"]
+    result = _viz(f"--policy.path={checkpoint}", *dataset)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "has no observation.images.front" in result.stderr and "['front']" in result.stderr
+    missing = _viz(f"--policy.path={tmp_path / 'outputs' / 'nothing'}", *dataset)
+    assert missing.returncode == 2 and "No checkpoint at" in missing.stderr
+    (checkpoint / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes()[:1000])
+    truncated = _viz(f"--policy.path={checkpoint}", *dataset)
+    assert "model.safetensors cannot be read" in truncated.stderr and "damaged or truncated" in truncated.stderr

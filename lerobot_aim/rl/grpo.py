@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -141,19 +142,26 @@ def grpo_loss(
     return loss, stats
 
 
+@dataclass(frozen=True)
+class UpdateSettings:
+    """How :func:`grpo_update` learns from one iteration's chunks."""
+
+    clip_epsilon: float = 0.2  # eps of clip(rho, 1 - eps, 1 + eps)
+    ratio_level: str = "step"  # "step" (Flow-GRPO) or "chunk" (see the module doc)
+    kl_weight: float = 0.0  # beta of the KL term to the reference policy
+    num_epochs: int = 1  # passes over the chunks
+    minibatch_size: int = 0  # chunks per optimizer step (0: all)
+    max_grad_norm: float = 1.0  # gradient clipping (0: none)
+
+
 def grpo_update(
     policy: nn.Module,
     trajectories,
     advantages: Tensor,
     optimizer: torch.optim.Optimizer,
     params: list[nn.Parameter],
-    clip_epsilon: float,
-    ratio_level: str = "step",
-    kl_weight: float = 0.0,
+    settings: UpdateSettings,
     reference: nn.Module | None = None,
-    num_epochs: int = 1,
-    minibatch_size: int = 0,
-    max_grad_norm: float = 1.0,
 ) -> dict[str, float]:
     """PPO-style epochs over the chunks: recompute log-probs, clipped loss, one optimizer step per
     minibatch. ``trajectories`` is an :class:`~lerobot_aim.model.sampling.ActionTrajectory` of B chunks
@@ -163,11 +171,11 @@ def grpo_update(
     model = policy.model
     device = next(model.parameters()).device
     total = trajectories.batch_size
-    size = minibatch_size if minibatch_size > 0 else total
+    size = settings.minibatch_size if settings.minibatch_size > 0 else total
     step_mask = (trajectories.step_std > 0).to(device)
     sums: dict[str, float] = {}
     updates = 0
-    for _ in range(num_epochs):
+    for _ in range(settings.num_epochs):
         order = torch.randperm(total)
         for start in range(0, total, size):
             index = order[start : start + size]
@@ -179,14 +187,19 @@ def grpo_update(
                     _, ref_means = trajectory_log_probs(model, batch, return_means=True)
                 kl = gaussian_kl_same_std(means, ref_means, batch.step_std)
             loss, stats = grpo_loss(
-                log_probs, batch.log_probs, advantages[index].to(device), clip_epsilon, step_mask,
-                ratio_level, kl, kl_weight,
-            )  # fmt: skip
+                log_probs,
+                batch.log_probs,
+                advantages[index].to(device),
+                settings.clip_epsilon,
+                step_mask=step_mask,
+                ratio_level=settings.ratio_level,
+                kl_ref=kl,
+                kl_weight=settings.kl_weight,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                params, max_grad_norm if max_grad_norm > 0 else float("inf")
-            )
+            max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             optimizer.step()
             stats["loss"] = loss.item()
             stats["grad_norm"] = float(grad_norm)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from lerobot_aim.model.mot import Context, Prediction
 from lerobot_aim.model.sampling import ActionTrajectory, ChunkSchedule, sample_chunk
+from lerobot_aim.modeling_aim import finite_actions
 from lerobot_aim.rl.rewards import (
     dense_reward,
     env_info_at,
@@ -90,7 +91,7 @@ class StochasticActor:
         )
         policy.remember(pred, context)
         self.last_prediction = pred
-        return pred.actions.float(), trajectory
+        return finite_actions(pred.actions.float()), trajectory
 
     def _plan(self, batch: dict) -> Tensor:
         chunk, trajectory = self.predict_chunk(batch)
@@ -214,9 +215,13 @@ def rollout(
             value_map = actor.current_value_map(i)
             if geometry is not None and value_map is not None:
                 dense[i] = dense_reward(
-                    value_map, geometry, list(cfg.cameras), tuple(cfg.image_size), reward.views,
-                    reward.camera_sources,
-                )  # fmt: skip
+                    value_map,
+                    geometry,
+                    cameras=list(cfg.cameras),
+                    head_hw=tuple(cfg.image_size),
+                    views=reward.views,
+                    camera_sources=reward.camera_sources,
+                )
         valid_steps.append(~done.copy())
         done = done | terminated | truncated
         if step + 1 == max_steps:
@@ -279,9 +284,11 @@ def rollout_with_restarts(
             if attempt == max_restarts:
                 raise
             logger.exception(
-                "Env rollout failed (%s: %s); recreating the env (restart %d of %d).",
-                type(err).__name__, err, attempt + 1, max_restarts,
-            )  # fmt: skip
+                "Env rollout failed (%s); recreating the env (restart %d of %d).",
+                f"{type(err).__name__}: {err}",
+                attempt + 1,
+                max_restarts,
+            )
             try:
                 env_holder["env"].close()
             except Exception:  # a crashed worker may not close cleanly

@@ -19,15 +19,12 @@ RNG, iteration), with ``checkpoints/last`` pointing at the newest; ``pretrained_
 ``--resume=true`` to continue from ``checkpoints/last``.
 """
 
-import datetime as dt
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import draccus
 import torch
 from lerobot.common.train_utils import (
     get_step_checkpoint_dir,
@@ -36,155 +33,25 @@ from lerobot.common.train_utils import (
     update_last_checkpoint,
 )
 from lerobot.configs import parser
-from lerobot.configs.default import WandBConfig
-from lerobot.configs.policies import PreTrainedConfig
 from lerobot.envs import close_envs, make_env, make_env_pre_post_processors
-from lerobot.envs.configs import EnvConfig
 from lerobot.policies import make_policy, make_pre_post_processors
-from lerobot.utils.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT_LINK, PRETRAINED_MODEL_DIR
+from lerobot.utils.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT_LINK, OBS_IMAGES, PRETRAINED_MODEL_DIR
 from lerobot.utils.device_utils import get_safe_torch_device
 from lerobot.utils.import_utils import register_third_party_plugins
 from lerobot.utils.random_utils import set_seed
 from lerobot.utils.utils import init_logging, inside_slurm
 from tqdm import tqdm
 
-from lerobot_aim.rl.grpo import (
-    RATIO_LEVELS,
-    freeze_all_but_action_stream,
-    grpo_update,
-    reference_action_stream,
-)
-from lerobot_aim.rl.rewards import DENSE_AGGREGATIONS, VIEW_MODES, group_advantages
+from lerobot_aim.cli import run_command
+from lerobot_aim.rl.configs import GRPOConfig
+from lerobot_aim.rl.grpo import freeze_all_but_action_stream, grpo_update, reference_action_stream
+from lerobot_aim.rl.rewards import group_advantages
 from lerobot_aim.rl.rollout import RewardSpec, StochasticActor, rollout_with_restarts
 
 logger = logging.getLogger(__name__)
 
-GRPO_CONFIG_NAME = "grpo_config.json"
 METRICS_FILE = "metrics.jsonl"
-IMAGES_PREFIX = "observation.images."
-
-
-@dataclass
-class GRPOConfig:
-    """Stage II (GRPO) post-training of AIM's action stream."""
-
-    env: EnvConfig
-    # Loaded from --policy.path=<Stage I checkpoint> (with --policy.<field>=... overrides).
-    policy: PreTrainedConfig | None = None
-    output_dir: Path | None = None
-    job_name: str | None = None
-    # Continue from <output_dir>/checkpoints/last (same command, plus --resume=true).
-    resume: bool = False
-    seed: int = 1000
-    # GRPO iterations (rollout + update); checkpoints are numbered by iteration.
-    iterations: int = 100
-    # G: rollouts per initial state (envs reset with the same seed).
-    group_size: int = 8
-    # Initial states (groups) per iteration: group_size * num_initial_states envs run in parallel.
-    num_initial_states: int = 2
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    # eps of clip(rho, 1 - eps, 1 + eps).
-    clip_epsilon: float = 0.2
-    # "step": one ratio per denoising step (Flow-GRPO); "chunk": one per chunk (product over steps).
-    ratio_level: str = "step"
-    # Reward weights: r_t = lambda_d * dense_t + lambda_s * success_t.
-    lambda_d: float = 0.5
-    lambda_s: float = 1.0
-    # Dense reward from the value maps of all views ("max") or of the head view only ("head").
-    dense_views: str = "max"
-    # Dense term of the return: "mean" over the episode's steps (default) or "sum".
-    dense_aggregation: str = "mean"
-    # Advantages: (R - mean) / (std + eps) per group, then clipped to [-advantage_clip, advantage_clip].
-    advantage_eps: float = 1e-4
-    advantage_clip: float = 5.0
-    # Weight of KL(pi || pi_StageI) in the loss (0: off).
-    kl_weight: float = 0.0
-    # Log KL(pi || pi_StageI) even when kl_weight=0 (costs one no-grad pass per minibatch; the Stage I
-    # action stream is kept anyway: its frozen copy embeds the context).
-    track_ref_kl: bool = True
-    # Noise level a of the flow-SDE (sigma_t = a sqrt(t / (1 - t))); 0 is the deterministic ODE.
-    sde_noise: float = 0.5
-    max_grad_norm: float = 1.0
-    # Passes over each iteration's chunks, and chunks per optimizer step (0: all in one step). Logged
-    # kl_old / clip_frac are measured on each minibatch before its step (so 0 with a single step);
-    # each minibatch runs the whole network with gradients K times: keep it small for the 5B model.
-    num_epochs: int = 1
-    minibatch_size: int = 16
-    # Evaluate (deterministic sampling, lerobot-eval's loop) every N iterations (0: never).
-    eval_every: int = 0
-    eval_episodes: int = 10
-    eval_seed: int = 100_000
-    # Save a checkpoint every N iterations (and after the last one).
-    save_every: int = 10
-    # Env workers in subprocesses (gymnasium AsyncVectorEnv) or in this process.
-    use_async_envs: bool = False
-    # A failing env is closed, rebuilt and the rollout re-run, this many times per iteration.
-    max_env_restarts: int = 3
-    # Observation key renames, as lerobot-eval's --rename_map.
-    rename_map: dict[str, str] = field(default_factory=dict)
-    wandb: WandBConfig = field(default_factory=WandBConfig)
-
-    def __post_init__(self) -> None:
-        policy_path = parser.get_path_arg("policy")
-        if policy_path:
-            cli_overrides = parser.get_cli_overrides("policy") or []
-            self.policy = PreTrainedConfig.from_pretrained(policy_path, cli_overrides=cli_overrides)
-            self.policy.pretrained_path = Path(policy_path)
-        if self.policy is None or not self.policy.pretrained_path:
-            raise ValueError(
-                "Stage II starts from a trained policy: pass --policy.path=<Stage I checkpoint>/pretrained_model."
-            )
-        if self.policy.type != "aim":
-            raise ValueError(f"lerobot-aim-grpo trains AIM policies, got --policy.type={self.policy.type}.")
-        for name, allowed in (
-            ("ratio_level", RATIO_LEVELS),
-            ("dense_views", VIEW_MODES),
-            ("dense_aggregation", DENSE_AGGREGATIONS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}.")
-        if self.group_size < 2:
-            raise ValueError(
-                f"--group_size must be >= 2 (advantages are relative within a group), got {self.group_size}."
-            )
-        if self.num_initial_states < 1 or self.iterations < 1:
-            raise ValueError("--num_initial_states and --iterations must be >= 1.")
-        if self.sde_noise < 0:
-            raise ValueError(f"--sde_noise must be >= 0, got {self.sde_noise}.")
-        self.adam_betas = tuple(self.adam_betas)
-        if not self.job_name:
-            self.job_name = f"grpo_{self.env.type}_{self.policy.type}"
-        if not self.output_dir:
-            now = dt.datetime.now()
-            self.output_dir = Path("outputs/grpo") / f"{now:%Y-%m-%d}/{now:%H-%M-%S}_{self.job_name}"
-        self.output_dir = Path(self.output_dir)
-
-    @classmethod
-    def __get_path_fields__(cls) -> list[str]:
-        return ["policy"]
-
-    # What LeRobot's WandBLogger reads from a train config.
-    @property
-    def dataset(self) -> None:
-        return None
-
-    @property
-    def is_reward_model_training(self) -> bool:
-        return False
-
-    def to_dict(self) -> dict:
-        return draccus.encode(self)
-
-    def save(self, directory: Path) -> None:
-        with open(Path(directory) / GRPO_CONFIG_NAME, "w") as f, draccus.config_type("json"):
-            draccus.dump(self, f, indent=4)
-
-    @property
-    def num_envs(self) -> int:
-        return self.group_size * self.num_initial_states
+OBS_IMAGES_PREFIX = f"{OBS_IMAGES}."
 
 
 def group_seeds(seed: int, iteration: int, num_initial_states: int, group_size: int) -> list[int]:
@@ -208,8 +75,8 @@ def _camera_sources(policy_cameras: list[str], rename_map: dict[str, str]) -> di
     """Policy camera -> env camera, inverting observation-key renames of camera images."""
     sources = {}
     for src, dst in rename_map.items():
-        if src.startswith(IMAGES_PREFIX) and dst.startswith(IMAGES_PREFIX):
-            sources[dst.removeprefix(IMAGES_PREFIX)] = src.removeprefix(IMAGES_PREFIX)
+        if src.startswith(OBS_IMAGES_PREFIX) and dst.startswith(OBS_IMAGES_PREFIX):
+            sources[dst.removeprefix(OBS_IMAGES_PREFIX)] = src.removeprefix(OBS_IMAGES_PREFIX)
     return {cam: sources.get(cam, cam) for cam in policy_cameras}
 
 
@@ -240,18 +107,18 @@ def save_grpo_checkpoint(
     return checkpoint_dir
 
 
-def _evaluate(cfg, envs, policy, env_preprocessor, env_postprocessor, preprocessor, postprocessor) -> dict:
-    """Deterministic (ODE) evaluation with lerobot-eval's own loop, averaged over the tasks' envs."""
+def _evaluate(cfg, envs, policy, processors: dict) -> dict:
+    """Deterministic (ODE) evaluation with lerobot-eval's own loop, averaged over the tasks' envs.
+    ``processors``: the env and policy pre/post-processors, by eval_policy's argument names."""
     from lerobot.scripts.lerobot_eval import eval_policy
 
     infos = []
     with torch.no_grad():
         for env in envs:
-            infos.append(eval_policy(
-                env=env, policy=policy, env_preprocessor=env_preprocessor, env_postprocessor=env_postprocessor,
-                preprocessor=preprocessor, postprocessor=postprocessor, n_episodes=cfg.eval_episodes,
-                start_seed=cfg.eval_seed,
-            )["aggregated"])  # fmt: skip
+            info = eval_policy(
+                env=env, policy=policy, n_episodes=cfg.eval_episodes, start_seed=cfg.eval_seed, **processors
+            )
+            infos.append(info["aggregated"])
     mean = lambda key: sum(info[key] for info in infos) / len(infos)  # noqa: E731
     return {"eval_pc_success": mean("pc_success"), "eval_avg_sum_reward": mean("avg_sum_reward")}
 
@@ -294,6 +161,12 @@ def train(cfg: GRPOConfig) -> Path:
         },
     )
     env_preprocessor, env_postprocessor = make_env_pre_post_processors(env_cfg=cfg.env, policy_cfg=cfg.policy)
+    processors = {
+        "env_preprocessor": env_preprocessor,
+        "env_postprocessor": env_postprocessor,
+        "preprocessor": preprocessor,
+        "postprocessor": postprocessor,
+    }
 
     params = freeze_all_but_action_stream(policy)
     reference = reference_action_stream(policy) if (cfg.kl_weight > 0 or cfg.track_ref_kl) else None
@@ -331,28 +204,37 @@ def train(cfg: GRPOConfig) -> Path:
 
     checkpoint_dir = last_link.resolve() if cfg.resume else None
     holders = [{"name": name, "env": env, "restarts": 0} for name, env in make_task_envs()]
-    progress = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="GRPO",
-                    disable=inside_slurm())  # fmt: skip
+    progress = tqdm(
+        range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="GRPO", disable=inside_slurm()
+    )
     try:
         for iteration in progress:
             t0 = time.perf_counter()
             seeds = group_seeds(cfg.seed, iteration, cfg.num_initial_states, cfg.group_size)
             task = iteration % len(holders)
             result = rollout_with_restarts(
-                partial(rebuild_task_env, task), holders[task], cfg.max_env_restarts, actor=actor,
-                env_preprocessor=env_preprocessor, env_postprocessor=env_postprocessor,
-                preprocessor=preprocessor, postprocessor=postprocessor, reward=reward, seeds=seeds,
-            )  # fmt: skip
+                partial(rebuild_task_env, task),
+                holders[task],
+                cfg.max_env_restarts,
+                actor=actor,
+                reward=reward,
+                seeds=seeds,
+                **processors,
+            )
             t_rollout = time.perf_counter() - t0
             advantages = group_advantages(result.returns, cfg.group_size, cfg.advantage_eps)
             advantages = advantages.clamp(-cfg.advantage_clip, cfg.advantage_clip)
             chunk_adv = advantages[result.chunk_env]
             keep = result.chunk_valid.nonzero().squeeze(-1)
             stats = grpo_update(
-                policy, result.trajectories.select(keep), chunk_adv[keep], optimizer, params,
-                cfg.clip_epsilon, cfg.ratio_level, cfg.kl_weight, reference, cfg.num_epochs,
-                cfg.minibatch_size, cfg.max_grad_norm,
-            )  # fmt: skip
+                policy,
+                result.trajectories.select(keep),
+                chunk_adv[keep],
+                optimizer,
+                params,
+                cfg.update_settings,
+                reference=reference,
+            )
             step = iteration + 1
             valid = result.valid
             logs = {
@@ -377,16 +259,17 @@ def train(cfg: GRPOConfig) -> Path:
                 "update_s": time.perf_counter() - t0 - t_rollout,
             }
             if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.iterations):
-                logs |= _evaluate(cfg, [holder["env"] for holder in holders], policy, env_preprocessor,
-                                  env_postprocessor, preprocessor, postprocessor)  # fmt: skip
+                logs |= _evaluate(cfg, [holder["env"] for holder in holders], policy, processors)
                 policy.eval()
             logger.info(
-                "iter %d/%d success %.2f dense %.3f return %.3f kl_old %.2e kl_ref %.2e clip %.3f",
-                step, cfg.iterations, logs["success_rate"], logs["dense_reward"], logs["return"],
-                logs["kl_old"], logs["kl_ref"], logs["clip_frac"],
-            )  # fmt: skip
-            progress.set_postfix(success=f"{logs['success_rate']:.2f}", ret=f"{logs['return']:.3f}",
-                                 clip=f"{logs['clip_frac']:.2f}")  # fmt: skip
+                "iter %d/%d: %s",
+                step,
+                cfg.iterations,
+                ", ".join(f"{k} {logs[k]:.3g}" for k in ("success_rate", "dense_reward", "return", "kl_old", "kl_ref", "clip_frac")),
+            )
+            progress.set_postfix(
+                success=f"{logs['success_rate']:.2f}", ret=f"{logs['return']:.3f}", clip=f"{logs['clip_frac']:.2f}"
+            )
             with open(cfg.output_dir / METRICS_FILE, "a") as f:
                 f.write(json.dumps(logs) + "\n")
             if wandb_logger is not None:
@@ -411,7 +294,7 @@ def train_grpo(cfg: GRPOConfig) -> Path:
 def main() -> None:
     init_logging()
     register_third_party_plugins()
-    train_grpo()
+    run_command(train_grpo, "lerobot-aim-grpo")
 
 
 if __name__ == "__main__":

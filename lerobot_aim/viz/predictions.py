@@ -11,17 +11,16 @@ the imagined value map overlaid on it. The PNG contact sheet shows every ``sheet
 the same panels, stacked.
 """
 
-from __future__ import annotations
-
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import draccus
 import numpy as np
 import torch
+from lerobot.configs import parser
 from tqdm import tqdm
 
+from lerobot_aim.cli import InputError, run_command
 from lerobot_aim.data.schema import image_key, value_map_key
 from lerobot_aim.processor_aim import OBS_RGB_CANVAS, OBS_VALUE_CANVAS
 from lerobot_aim.rl.rewards import value_frame_index
@@ -42,6 +41,10 @@ class VizPolicyConfig:
     path: str = ""
 
 
+class VizConfigError(InputError):
+    """A setting of lerobot-aim-viz that cannot work, with what to pass instead."""
+
+
 @dataclass
 class VizConfig:
     policy: VizPolicyConfig = field(default_factory=VizPolicyConfig)
@@ -57,6 +60,12 @@ class VizConfig:
     # Seed of the sampling noise.
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.policy.path or not self.dataset.repo_id:
+            raise VizConfigError("lerobot-aim-viz needs --policy.path=<checkpoint> and --dataset.repo_id=<dataset>.")
+        if self.max_steps < 0 or self.sheet_every < 1:
+            raise VizConfigError("--max_steps must be >= 0 and --sheet_every >= 1.")
+
 
 @dataclass
 class VizOutputs:
@@ -70,8 +79,10 @@ def _to_uint8(canvas: torch.Tensor) -> np.ndarray:
     return ((canvas.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def visualise_episode(policy, preprocessor, dataset, episode: int, output_dir: Path, max_steps: int = 0,
-                      sheet_every: int = 8, seed: int = 0) -> VizOutputs:  # fmt: skip
+def visualise_episode(
+    policy, preprocessor, dataset, episode: int, output_dir: Path, max_steps: int = 0, sheet_every: int = 8,
+    seed: int = 0,
+) -> VizOutputs:
     """Run ``policy`` along ``episode`` of ``dataset`` and write ``episode_<i>.mp4`` and ``.png``."""
     from lerobot.utils.io_utils import write_video
 
@@ -134,40 +145,44 @@ def visualise_episode(policy, preprocessor, dataset, episode: int, output_dir: P
     return VizOutputs(video, sheet, len(frames))
 
 
-def _cli(cfg: VizConfig) -> None:
+@parser.wrap()
+def viz(cfg: VizConfig) -> VizOutputs:
+    """``lerobot-aim-viz``: load the checkpoint and the dataset, write the episode's MP4 and PNG."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from lerobot.policies.factory import make_pre_post_processors
 
     from lerobot_aim.modeling_aim import AIMPolicy
 
-    path = cfg.policy.path
-    if not path or not cfg.dataset.repo_id:
-        raise SystemExit("lerobot-aim-viz needs --policy.path=<checkpoint> and --dataset.repo_id=<dataset>.")
-    policy = AIMPolicy.from_pretrained(path)
-    preprocessor, _ = make_pre_post_processors(policy.config, pretrained_path=str(path))
+    policy = AIMPolicy.from_pretrained(cfg.policy.path)
+    preprocessor, _ = make_pre_post_processors(policy.config, pretrained_path=str(cfg.policy.path))
     dataset = LeRobotDataset(cfg.dataset.repo_id, root=cfg.dataset.root)
+    missing = [image_key(c) for c in policy.config.cameras if image_key(c) not in dataset.meta.features]
+    if missing:
+        have = sorted(k for k in dataset.meta.features if k.startswith("observation.images."))
+        raise VizConfigError(
+            f"The dataset {cfg.dataset.repo_id} has no {', '.join(missing)}: the policy plans from cameras "
+            f"{policy.config.cameras}, the dataset records {have}. Use the dataset the policy was trained on, "
+            "or one recorded with the same cameras."
+        )
     if not 0 <= cfg.episode < dataset.meta.total_episodes:
-        raise SystemExit(
+        raise VizConfigError(
             f"--episode={cfg.episode}: the dataset has episodes 0..{dataset.meta.total_episodes - 1}."
         )
     out = visualise_episode(
-        policy,
-        preprocessor,
-        dataset,
-        cfg.episode,
-        Path(cfg.output_dir),
-        cfg.max_steps,
-        cfg.sheet_every,
-        cfg.seed,
+        policy, preprocessor, dataset, cfg.episode, Path(cfg.output_dir), cfg.max_steps, cfg.sheet_every, cfg.seed
     )
     logging.info("Wrote %s and %s (%d steps)", out.video, out.sheet, out.num_steps)
     print(f"Video: {out.video}\nContact sheet: {out.sheet}")
+    return out
 
 
 def main() -> None:
+    from lerobot.utils.utils import init_logging
+
     import lerobot_aim  # noqa: F401  (registers the policy for from_pretrained)
 
-    _cli(draccus.parse(config_class=VizConfig))
+    init_logging()
+    run_command(viz, "lerobot-aim-viz")
 
 
 if __name__ == "__main__":
