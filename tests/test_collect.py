@@ -305,34 +305,6 @@ def test_dense_reward_reads_the_map_at_the_fingertips(replays):
     assert min(checked.values()) >= 10, checked
 
 
-def test_cli_resume_appends_an_episode(collected, tmp_path):
-    root = tmp_path / "resumed"
-    shutil.copytree(collected, root)
-    before = load(root)
-    old_actions = np.stack(before.hf_dataset["action"])
-    old_frame = before[len(before) - 1][schema.image_key("head")].numpy()
-    result = run_cli(
-        "lerobot-aim-collect",
-        f"--repo_id={REPO}",
-        f"--root={root}",
-        "--task=button-press-v3",
-        "--num_episodes=1",
-        f"--image_size={SIZE}",
-        "--preset=ultrafast",
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    ds = load(root)
-    assert ds.meta.total_episodes == 3
-    np.testing.assert_array_equal(np.stack(ds.hf_dataset["action"])[: len(old_actions)], old_actions)
-    np.testing.assert_array_equal(ds[len(old_actions) - 1][schema.image_key("head")].numpy(), old_frame)
-    last = ds[len(ds) - 1]
-    assert int(last["episode_index"]) == 2
-    assert tuple(last[schema.value_map_key("wrist_left")].shape) == (3, SIZE, SIZE)
-    log = read_collect_log(root)
-    assert log["attempted_seeds"]["button-press-v3"] == [0, 1]  # the seeds continue
-    assert log["episodes"][-1]["episode_index"] == 2
-
-
 def test_resume_false_refuses_an_existing_dataset(collected):
     cfg = CollectConfig(
         repo_id=REPO,

@@ -23,7 +23,7 @@ from lerobot_aim import load_preset
 from lerobot_aim.asvm.camera import CameraCalibration
 from lerobot_aim.data import robotwin, schema
 from lerobot_aim.data.annotate import AnnotateConfig, AnnotationError, annotate_dataset
-from tests.test_annotate import SCHEDULE, STARTS, TASKS, expected_targets, look_at, trajectory, wrist_rt
+from tests.annotate_datasets import SCHEDULE, STARTS, TASKS, expected_targets, look_at, trajectory, wrist_rt
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 240, 320  # RoboTwin's D435 renders, what LeRobot's robotwin env gives

@@ -34,8 +34,9 @@ Example (a RoboTwin-like dataset whose 16-d state is ``[xyz, quat, gripper]`` pe
 
 Videos are decoded and re-encoded through ``LeRobotDataset`` (``--vcodec``, ``--crf``): copied
 camera videos therefore differ slightly from the source's (a lossy codec, twice). The output is
-written to a temporary folder next to ``--output_root`` and renamed into place at the end, so an
-interrupted run leaves no half dataset there. The dataset card (``README.md``) documents the maps.
+written to a staging folder next to ``--output_root`` and renamed into place at the end
+(:mod:`lerobot_aim.data.publish`), so an interrupted run leaves no half dataset there; ``--overwrite=true``
+replaces only a LeRobot dataset. The dataset card (``README.md``) documents the maps.
 """
 
 from __future__ import annotations
@@ -44,11 +45,9 @@ import contextlib
 import copy
 import logging
 import math
-import os
 import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +66,8 @@ from lerobot_aim.asvm.events import (
 from lerobot_aim.asvm.render import render_value_map
 from lerobot_aim.data import schema
 from lerobot_aim.data.card import AnnotationSummary, value_map_description, write_dataset_card
+from lerobot_aim.data.integrity import is_lerobot_dataset
+from lerobot_aim.data.publish import clean_staging, publish, staging_path
 
 if TYPE_CHECKING:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -76,6 +77,7 @@ logger = logging.getLogger(__name__)
 SOURCES = ("poses", "contacts")
 DECODE_CHUNK = 128  # frames decoded and written at a time (bounds memory on long episodes)
 CONTACT_SHEET_DIR = "contact_sheets"
+ANNOTATE_STAGING = "aim-annotate"  # staging folders: .<output name>.aim-annotate-<id>.tmp
 
 CALIBRATION_YAML_HELP = """\
 cameras:
@@ -457,6 +459,31 @@ class _SignalReader:
             f"object half height {cfg.object_half_height:g} m.",
         ]
 
+    def used_dims(self) -> dict[str, list[int] | None]:
+        """Signal feature -> the dims the events are made from (None: every dim); NaN-padded point
+        features are not listed."""
+        used: dict[str, list[int] | None] = {self.gripper_key: list(self.gripper_indices)}
+        if self.cfg.source == "contacts":
+            used.update({self.pad_key: None, self.object_key: None})
+        elif self.fk is not None:
+            used[self.joint_key] = [d for s in self.ee_slices for d in range(s.start, s.stop)]
+        else:
+            used[self.ee_key] = [d for s in self.ee_slices for d in range(s.start, s.stop)]
+        return used
+
+    def check_finite(self, columns: dict[str, np.ndarray], episode: int) -> None:
+        """Refuse an episode whose signals hold NaN or inf: no map can be placed from them."""
+        for key, dims in self.used_dims().items():
+            values = columns[key] if dims is None else columns[key][:, dims]
+            bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+            if len(bad):
+                raise AnnotationError(
+                    f"Episode {episode}: `{key}` is NaN or infinite at {len(bad)} of {len(values)} frames "
+                    f"({_frame_list(bad)}), so its value maps cannot be placed. Repair those values or drop the "
+                    f"episode (`lerobot-edit-dataset --operation.type=delete_episodes "
+                    f"--operation.episode_indices=[{episode}]`), then annotate again."
+                )
+
     def read(self, columns: dict[str, np.ndarray]) -> _ArmSignals:
         """Signals of one episode from its numeric columns ``{key: (T, D)}``."""
         cfg, arms = self.cfg, self.num_arms
@@ -508,6 +535,11 @@ class _SignalReader:
         return sorted(events, key=lambda e: (e.step, e.arm))
 
 
+def _frame_list(frames: np.ndarray) -> str:
+    shown = ", ".join(str(int(f)) for f in frames[:8])
+    return f"frames {shown}{', ...' if len(frames) > 8 else ''}"
+
+
 # ── Cameras ─────────────────────────────────────────────────────────────
 
 
@@ -524,15 +556,27 @@ class _Camera:
     def per_step(self) -> bool:
         return self.fixed is None
 
-    def at(self, columns: dict[str, np.ndarray], t: int) -> CameraCalibration | None:
-        """Calibration at step ``t`` of an episode's ``columns``, which describe the stored image and are
-        used as is (None when not finite there)."""
+    def check_finite(self, columns: dict[str, np.ndarray], episode: int) -> None:
+        """Refuse an episode whose calibration columns for this camera hold NaN or inf."""
+        if self.fixed is not None:
+            return
+        for key in (schema.intrinsics_key(self.name), schema.extrinsics_key(self.name)):
+            bad = np.flatnonzero(~np.isfinite(columns[key]).all(axis=1))
+            if len(bad):
+                raise AnnotationError(
+                    f"Episode {episode}: the calibration `{key}` is NaN or infinite at {len(bad)} of "
+                    f"{len(columns[key])} frames ({_frame_list(bad)}), so camera {self.name!r} cannot be "
+                    "projected there. Repair those values, or for a fixed camera pass --calibration=calib.yaml "
+                    "(it replaces the columns)."
+                )
+
+    def at(self, columns: dict[str, np.ndarray], t: int) -> CameraCalibration:
+        """Calibration at step ``t`` of an episode's ``columns`` (which describe the stored image and are
+        used as is), or the fixed one; :meth:`check_finite` first."""
         if self.fixed is not None:
             return self.fixed
         intrinsics = columns[schema.intrinsics_key(self.name)][t]
         extrinsics = columns[schema.extrinsics_key(self.name)][t]
-        if not (np.isfinite(intrinsics).all() and np.isfinite(extrinsics).all()):
-            return None
         return CameraCalibration.from_flat(intrinsics, extrinsics, self.width, self.height)
 
 
@@ -550,10 +594,28 @@ def image_hw(feature: dict) -> tuple[int, int]:
 
 
 def _matrix(value: Any, rows: int, cols: int, what: str) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float64)
+    """``value`` as a finite (rows, cols) float64 matrix (a 4x4 given for a 3x4: its top 3 rows), else
+    an :class:`AnnotationError` that says what is wrong."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{what}: expected {rows}x{cols} numbers, got {value!r}.") from None
+    if array.size == 16 and (rows, cols) == (3, 4):
+        array = array.reshape(4, 4)[:3]
     if array.size != rows * cols:
         raise AnnotationError(f"{what}: expected {rows}x{cols} numbers, got shape {array.shape}.")
+    if not np.isfinite(array).all():
+        raise AnnotationError(f"{what} holds NaN or infinite values: {array.reshape(rows, cols).tolist()}.")
     return array.reshape(rows, cols)
+
+
+def _image_size(spec: dict, key: str, where: str) -> int | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise AnnotationError(f"{where}: {key} must be a positive whole number of pixels, got {value!r}.")
+    return value
 
 
 def load_calibration_yaml(path: str | Path) -> dict[str, dict]:
@@ -570,8 +632,16 @@ def load_calibration_yaml(path: str | Path) -> dict[str, dict]:
             f"--calibration={str(path)!r} is neither 'dataset' nor an existing YAML file. A calibration "
             f"file looks like:\n{CALIBRATION_YAML_HELP}"
         )
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise AnnotationError(
+            f"{path} is not valid YAML{line}: {problem}. A calibration file looks like:\n{CALIBRATION_YAML_HELP}"
+        ) from None
     cameras = data.get("cameras", data) if isinstance(data, dict) else None
     if not isinstance(cameras, dict) or not cameras:
         raise AnnotationError(f"{path}: no cameras found. Expected:\n{CALIBRATION_YAML_HELP}")
@@ -587,10 +657,7 @@ def load_calibration_yaml(path: str | Path) -> dict[str, dict]:
                 f"{where} needs 'K' (or 'intrinsics') and 'extrinsics'. Expected:\n{CALIBRATION_YAML_HELP}"
             )
         K = _matrix(spec.get("K", spec.get("intrinsics")), 3, 3, f"{where} K")
-        ext = np.asarray(spec["extrinsics"], dtype=np.float64)
-        if ext.size == 16:
-            ext = ext.reshape(4, 4)[:3]
-        ext = _matrix(ext, 3, 4, f"{where} extrinsics")
+        ext = _matrix(spec["extrinsics"], 3, 4, f"{where} extrinsics (3x4 or 4x4)")
         convention = str(spec.get("convention", "world_to_camera"))
         if convention == "camera_to_world":
             rotation = ext[:, :3].T
@@ -603,8 +670,8 @@ def load_calibration_yaml(path: str | Path) -> dict[str, dict]:
         out[str(name)] = {
             "K": K,
             "extrinsics": ext,
-            "width": int(spec["width"]) if spec.get("width") is not None else None,
-            "height": int(spec["height"]) if spec.get("height") is not None else None,
+            "width": _image_size(spec, "width", where),
+            "height": _image_size(spec, "height", where),
             "flip_u": bool(spec.get("flip_u", flip)),
             "flip_v": bool(spec.get("flip_v", flip)),
         }
@@ -785,7 +852,7 @@ def annotate_dataset(cfg: AnnotateConfig) -> AnnotationSummary:
     from lerobot.utils.import_utils import get_safe_default_video_backend
     from tqdm import tqdm
 
-    from lerobot_aim.data.synthetic import _check_value_map_info, _quiet_libav
+    from lerobot_aim.data.synthetic import check_value_map_info, quiet_libav
 
     started = time.perf_counter()
     src_root = _resolve_root(cfg.root, cfg.repo_id)
@@ -797,10 +864,20 @@ def annotate_dataset(cfg: AnnotateConfig) -> AnnotationSummary:
             f"The output {out_root} overlaps the source dataset {src_root}: the source is never modified; "
             "choose another --output_root / --output_repo_id."
         )
+    clean_staging(out_root)
     if out_root.exists() and not cfg.overwrite:
         raise AnnotationError(
             f"The output {out_root} already exists. Choose another --output_repo_id / --output_root, or "
             "pass --overwrite=true to replace it."
+        )
+    if (
+        out_root.exists()
+        and not is_lerobot_dataset(out_root)
+        and (out_root.is_file() or any(out_root.iterdir()))
+    ):
+        raise AnnotationError(
+            f"--overwrite=true replaces only a LeRobot dataset, and {out_root} is not one (no meta/info.json): "
+            "it is left as it is. Choose another --output_root / --output_repo_id, or move that folder away."
         )
 
     backend = cfg.video_backend or get_safe_default_video_backend()
@@ -852,14 +929,15 @@ def annotate_dataset(cfg: AnnotateConfig) -> AnnotationSummary:
         video_codec=cfg.vcodec if use_videos else None,
     )
 
+    _check_finite_inputs(src, reader, cameras, keys)
     out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = out_root.parent / f".{out_root.name}.aim-annotate-{uuid.uuid4().hex[:8]}.tmp"
+    tmp_root = staging_path(out_root, ANNOTATE_STAGING)
     rgb_encoder = (
         RGBEncoderConfig(vcodec=cfg.vcodec, crf=cfg.crf, g=2, preset=cfg.preset) if use_videos else None
     )
     dst = None
     try:
-        with _quiet_libav():
+        with quiet_libav():
             dst = LeRobotDataset.create(
                 repo_id=cfg.output_repo_id,
                 fps=src.meta.fps,
@@ -874,13 +952,13 @@ def annotate_dataset(cfg: AnnotateConfig) -> AnnotationSummary:
             for episode in tqdm(range(src.meta.total_episodes), desc="Annotating", unit="episode"):
                 _annotate_episode(cfg, src, dst, episode, cameras, reader, keys, summary, tmp_root, backend)
             dst.finalize()
-        _check_value_map_info(tmp_root, out_features)
+        check_value_map_info(tmp_root, out_features)
         leftover = tmp_root / "images"
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         summary.seconds = time.perf_counter() - started
         write_dataset_card(tmp_root, summary, license=cfg.license)
-        _publish(tmp_root, out_root)
+        publish(tmp_root, out_root)
     except BaseException:
         if dst is not None and dst.writer is not None:
             with contextlib.suppress(Exception):
@@ -931,6 +1009,19 @@ class _Keys:
         return [k for k in self.features if k not in self.videos and k not in self.maps]
 
 
+def _check_finite_inputs(
+    src: LeRobotDataset, reader: _SignalReader, cameras: list[_Camera], keys: _Keys
+) -> None:
+    """Refuse, before anything is written, a dataset whose signals or calibration hold NaN or inf."""
+    for episode in range(src.meta.total_episodes):
+        ep_meta = src.meta.episodes[episode]
+        start, stop = int(ep_meta["dataset_from_index"]), int(ep_meta["dataset_to_index"])
+        columns = _columns(src, [*keys.signals, *keys.calibration], start, stop)
+        reader.check_finite(columns, episode)
+        for cam in cameras:
+            cam.check_finite(columns, episode)
+
+
 def _annotate_episode(
     cfg: AnnotateConfig,
     src: LeRobotDataset,
@@ -975,11 +1066,7 @@ def _annotate_episode(
                 frame[key] = videos[key][i]
             for cam in cameras:
                 calib = cam.at(columns, t)
-                value_map = (
-                    render_value_map(targets[t], calib, radius=cfg.radius)
-                    if calib is not None
-                    else np.zeros((cam.height, cam.width), dtype=np.float32)
-                )
+                value_map = render_value_map(targets[t], calib, radius=cfg.radius)
                 frame[schema.value_map_key(cam.name)] = _grey3(value_map)
                 if sheet is not None:
                     sheet.add(cam.name, t, frame[schema.image_key(cam.name)], value_map, targets[t], calib)
@@ -991,22 +1078,6 @@ def _annotate_episode(
         summary.contact_sheets.append(path.relative_to(out_root).as_posix())
     summary.num_episodes += 1
     summary.num_frames += num_steps
-
-
-def _publish(tmp_root: Path, out_root: Path) -> None:
-    """Move the finished dataset into place (replacing an old one only once the new one is complete)."""
-    old = None
-    if out_root.exists():
-        old = out_root.parent / f".{out_root.name}.aim-annotate-old-{uuid.uuid4().hex[:8]}"
-        os.replace(out_root, old)
-    try:
-        os.replace(tmp_root, out_root)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out_root)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class _SheetCollector:
@@ -1021,7 +1092,7 @@ class _SheetCollector:
     def add(self, camera: str, t: int, frame, value_map, targets, calib) -> None:
         if t % self.every:
             return
-        if calib is not None and len(targets):
+        if len(targets):
             uv, _ = calib.project(targets)
         else:
             uv = np.zeros((0, 2))

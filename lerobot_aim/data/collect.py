@@ -37,12 +37,14 @@ Example::
     lerobot-aim-collect --repo_id=me/aim_metaworld_easy --task=easy --num_episodes=50 \\
         --image_size=128 --root=data/aim_metaworld_easy
 
-Episodes are written whole: a crash or Ctrl-C mid-episode drops only that episode, and the dataset
-on disk (finalized in a ``finally``) loads with the episodes written so far. ``--resume=true``
-(default) appends to an existing dataset at ``--root`` with :meth:`LeRobotDataset.resume`, skipping the
-seeds already used: rerun the same command after a crash to add the episodes still missing (with
+Each episode is saved into a staged copy of the dataset and published by renaming it into place
+(:mod:`lerobot_aim.data.publish`): whatever ends the run (an error, Ctrl-C, SIGTERM, SIGKILL, power
+loss), the folder at ``--root`` holds a whole dataset with every episode saved before; only the
+episode in progress is lost. ``--resume=true`` (default) appends to an existing dataset at ``--root``
+(after removing what a killed run left next to it, and refusing a dataset that is not whole), skipping
+the seeds already used: rerun the same command after a crash to add the episodes still missing (with
 ``--num_episodes`` set to how many more to add per task). Seeds, outcomes and events of every episode
-are logged in ``meta/aim_collect.json``.
+are logged in ``meta/aim_collect.json``, published with the episode.
 """
 
 from __future__ import annotations
@@ -72,9 +74,13 @@ from lerobot_aim.asvm.events import (
 )
 from lerobot_aim.asvm.render import render_value_map
 from lerobot_aim.data import schema
+from lerobot_aim.data.integrity import dataset_problems, is_lerobot_dataset
+from lerobot_aim.data.publish import clean_staging, staged_update
+from lerobot_aim.data.synthetic import check_value_map_info, quiet_libav
 from lerobot_aim.envs.configuration import ACTION_DIM, DEFAULT_CAMERAS, STATE_DIM, parse_cameras
 
 if TYPE_CHECKING:
+    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from lerobot_aim.envs.metaworld_env import AIMMetaWorldEnv
@@ -85,6 +91,7 @@ COLLECT_COMMAND = "lerobot-aim-collect"
 # Collection log next to LeRobot's metadata: settings, seeds, outcomes and events of every episode.
 COLLECT_LOG = "meta/aim_collect.json"
 COLLECT_LOG_VERSION = 1
+COLLECT_STAGING = "aim-collect"  # staging folders: .<root name>.aim-collect-<id>.tmp
 ROBOT_TYPE = "sawyer"
 FPS = 80  # MetaWorld's control rate (5 physics steps of 2.5 ms), as LeRobot's MetaWorld datasets
 # Tasks whose goal is to carry an object somewhere and leave it there: after the expert's success the
@@ -539,9 +546,11 @@ def _comparable(features: dict) -> dict:
     }
 
 
-def _check_resumable(dataset: LeRobotDataset, features: dict, cfg: CollectConfig, log: dict | None) -> None:
+def _check_resumable(
+    meta: LeRobotDatasetMetadata, features: dict, cfg: CollectConfig, log: dict | None
+) -> None:
     """Refuse to append episodes that would not match the existing dataset."""
-    have, want = _comparable(dataset.meta.features), _comparable(features)
+    have, want = _comparable(meta.features), _comparable(features)
     if have != want:
         missing = sorted(set(want) - set(have))
         extra = sorted(set(have) - set(want))
@@ -556,74 +565,65 @@ def _check_resumable(dataset: LeRobotDataset, features: dict, cfg: CollectConfig
             if keys
         ]
         raise CollectError(
-            f"The dataset at {dataset.root} does not match this collection ({'; '.join(parts)}). Use the "
+            f"The dataset at {meta.root} does not match this collection ({'; '.join(parts)}). Use the "
             "dataset's --cameras and --image_size, or another --root."
         )
-    if dataset.meta.fps != FPS:
-        raise CollectError(
-            f"The dataset at {dataset.root} has fps {dataset.meta.fps}, not MetaWorld's {FPS}."
-        )
+    if meta.fps != FPS:
+        raise CollectError(f"The dataset at {meta.root} has fps {meta.fps}, not MetaWorld's {FPS}.")
     if log is not None and log.get("value_maps") != cfg.map_settings():
         raise CollectError(
-            f"The dataset at {dataset.root} was collected with value-map settings {log.get('value_maps')}, "
+            f"The dataset at {meta.root} was collected with value-map settings {log.get('value_maps')}, "
             f"this run uses {cfg.map_settings()}: pass the dataset's settings (--radius, "
             "--speed_threshold, --settle_steps, --after_last), or collect into another --root and "
             "re-render the maps with `lerobot-aim-annotate --source=contacts`."
         )
 
 
-def _open_dataset(cfg: CollectConfig, root: Path, features: dict) -> tuple[LeRobotDataset, bool, dict]:
-    """(dataset in write mode, created by this call, collection log)."""
-    from lerobot.configs.video import RGBEncoderConfig
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+def _existing_dataset(
+    cfg: CollectConfig, root: Path, features: dict
+) -> tuple[LeRobotDatasetMetadata | None, dict]:
+    """(metadata of the dataset at ``root`` to append to, or None for a new one; collection log).
 
-    preset = cfg.preset if cfg.preset not in ("", "none", "None") else None
-    encoder = RGBEncoderConfig(vcodec=cfg.vcodec, crf=cfg.crf, g=2, preset=preset)
-    if (root / "meta" / "info.json").is_file():
-        if not cfg.resume:
-            raise CollectError(
-                f"A dataset already exists at {root}. Pass --resume=true to append episodes to it, or "
-                "choose another --root / --repo_id."
-            )
-        log = read_collect_log(root)
-        dataset = LeRobotDataset.resume(cfg.repo_id, root=root, rgb_encoder=encoder, encoder_threads=1)
-        try:
-            _check_resumable(dataset, features, cfg, log)
-        except BaseException:
-            dataset.finalize()
-            raise
-        if log is None:
-            log = _new_log(cfg)
-            log["foreign"] = True  # written by another tool: its seeds are unknown
-        return dataset, False, log
-    if root.exists():
-        if any(root.iterdir()):
+    Undoes what a killed run left next to ``root`` first, then refuses a dataset that is not whole.
+    """
+    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+
+    clean_staging(root)
+    if not is_lerobot_dataset(root):
+        if root.exists() and any(root.iterdir()):
             raise CollectError(
                 f"{root} exists and is not a LeRobot dataset (no meta/info.json): choose another --root."
             )
-        root.rmdir()  # LeRobotDataset.create wants to make the folder itself
-    dataset = LeRobotDataset.create(
-        repo_id=cfg.repo_id,
-        fps=FPS,
-        features=features,
-        root=root,
-        robot_type=ROBOT_TYPE,
-        use_videos=True,
-        rgb_encoder=encoder,
-        encoder_threads=1,
-    )
-    return dataset, True, _new_log(cfg)
+        return None, _new_log(cfg)
+    if not cfg.resume:
+        raise CollectError(
+            f"A dataset already exists at {root}. Pass --resume=true to append episodes to it, or "
+            "choose another --root / --repo_id."
+        )
+    problems = dataset_problems(root)
+    if problems:
+        raise CollectError(
+            f"The dataset at {root} is damaged, so no episode is appended to it: {'; '.join(problems)}. A "
+            "writer was probably killed while saving (lerobot-aim-collect publishes each episode whole, "
+            "other tools may not). Move it away and collect into a new --root."
+        )
+    meta = LeRobotDatasetMetadata(cfg.repo_id, root=root)
+    log = read_collect_log(root)
+    _check_resumable(meta, features, cfg, log)
+    if log is None:
+        log = _new_log(cfg)
+        log["foreign"] = True  # written by another tool: its seeds are unknown
+    return meta, log
 
 
-def _used_seeds(dataset: LeRobotDataset, log: dict, task: str, description: str, first_seed: int) -> set:
+def _used_seeds(
+    meta: LeRobotDatasetMetadata | None, log: dict, task: str, description: str, first_seed: int
+) -> set:
     """Seeds of ``task`` already used in the dataset: the log's, or (a dataset another tool wrote)
     the first seeds, one per existing episode of the task."""
-    if task in log["attempted_seeds"] or not log.get("foreign"):
+    if task in log["attempted_seeds"] or not log.get("foreign") or meta is None:
         return set(log["attempted_seeds"].get(task, []))
-    episodes = dataset.meta.episodes
-    count = 0
-    if episodes is not None and dataset.meta.total_episodes:
-        count = sum(description in list(tasks) for tasks in episodes["tasks"])
+    count = sum(description in list(tasks) for tasks in meta.episodes["tasks"]) if meta.total_episodes else 0
     seeds = list(range(first_seed, first_seed + count))
     log["attempted_seeds"][task] = seeds
     return set(seeds)
@@ -639,105 +639,32 @@ def _next_seed(used: set, start: int) -> int:
 def collect_dataset(cfg: CollectConfig) -> CollectSummary:
     """Collect ``cfg.num_episodes`` episodes per task into the dataset at ``cfg.root`` (see module doc).
 
-    Raises :class:`CollectError` on bad inputs before anything is written. Whatever happens while
-    collecting, the episodes saved so far stay a valid dataset (a dataset this call created and that
-    got no episode is removed).
+    Raises :class:`CollectError` on bad inputs before anything is written. Each episode is written
+    into a staged copy of the dataset and published by renaming (:mod:`lerobot_aim.data.publish`):
+    whatever happens, even SIGKILL, the folder at ``cfg.root`` holds the episodes saved so far (or
+    nothing, before the first one).
     """
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from tqdm import tqdm
 
-    from lerobot_aim.data.synthetic import _check_value_map_info, _quiet_libav
-    from lerobot_aim.envs.metaworld_env import AIMMetaWorldEnv
-
     started = time.perf_counter()
     root = _resolve_root(cfg)
     cameras = parse_cameras(cfg.cameras)
-    height = width = cfg.image_size
-    features = collect_features(cameras, height, width)
-    tasks = cfg.tasks
+    features = collect_features(cameras, cfg.image_size, cfg.image_size)
     summary = CollectSummary(repo_id=cfg.repo_id, root=str(root))
 
-    with _quiet_libav(), _no_datasets_progress_bars():
-        dataset, created, log = _open_dataset(cfg, root, features)
-        summary.resumed = not created
-        if not created:
-            logger.info("Appending to %s (%d episodes).", root, dataset.meta.total_episodes)
-        progress = tqdm(total=len(tasks) * cfg.num_episodes, desc="Collecting", unit="episode")
+    with quiet_libav(), _no_datasets_progress_bars():
+        meta, log = _existing_dataset(cfg, root, features)
+        summary.resumed = meta is not None
+        summary.total_episodes = meta.total_episodes if meta is not None else 0
+        if meta is not None:
+            logger.info("Appending to %s (%d episodes).", root, meta.total_episodes)
+        progress = tqdm(total=len(cfg.tasks) * cfg.num_episodes, desc="Collecting", unit="episode")
         try:
-            for task in tasks:
-                stats = summary.tasks.setdefault(task, TaskStats())
-                env = AIMMetaWorldEnv(
-                    task,
-                    cameras=cfg.cameras,
-                    observation_height=height,
-                    observation_width=width,
-                    episode_length=cfg.max_steps + cfg.max_place_steps + cfg.steps_after_success + 1,
-                    terminate_on_success=False,
-                )
-                try:
-                    used = _used_seeds(dataset, log, task, env.task_description, cfg.seed)
-                    seed = cfg.seed
-                    while stats.kept < cfg.num_episodes and stats.attempts < cfg.attempts_per_task:
-                        seed = _next_seed(used, seed)
-                        used.add(seed)
-                        progress.set_postfix_str(f"{task} seed {seed}")
-                        episode = record_episode(env, seed, cfg)
-                        stats.attempts += 1
-                        stats.successes += episode.success
-                        stats.sim_seconds += episode.sim_seconds
-                        log["attempted_seeds"].setdefault(task, []).append(seed)
-                        if not episode.success and not cfg.keep_failed:
-                            logger.info(
-                                "Dropped %s seed %d: the expert did not succeed within %d steps.",
-                                task,
-                                seed,
-                                cfg.max_steps,
-                            )
-                            summary.dropped.append((task, seed))
-                            log["dropped"].append({"task": task, "seed": seed, "reason": "expert failed"})
-                            _write_collect_log(root, log)
-                            continue
-                        _write_collect_log(root, log)  # the seed is used, even if saving is interrupted
-                        write_started = time.perf_counter()
-                        index = _save_episode(dataset, episode, cameras, height, width, cfg)
-                        stats.write_seconds += time.perf_counter() - write_started
-                        stats.kept += 1
-                        stats.frames += len(episode)
-                        summary.episodes_written += 1
-                        summary.frames_written += len(episode)
-                        for event in episode.events:
-                            summary.events[event.kind] += 1
-                        if not episode.events:
-                            summary.episodes_without_events.append(index)
-                        log["episodes"].append(_episode_entry(index, episode))
-                        _write_collect_log(root, log)
-                        progress.update(1)
-                finally:
-                    env.close()
-                if stats.kept < cfg.num_episodes:
-                    logger.warning(
-                        "%s: only %d of %d episodes after %d attempts (the expert failed %d times).",
-                        task,
-                        stats.kept,
-                        cfg.num_episodes,
-                        stats.attempts,
-                        stats.attempts - stats.successes,
-                    )
+            for task in cfg.tasks:
+                _collect_task(cfg, task, root, features, cameras, meta, log, summary, progress)
         finally:
             progress.close()
-            if dataset.has_pending_frames():
-                dataset.clear_episode_buffer()
-            dataset.finalize()
-            total = dataset.meta.total_episodes
-            if created and total == 0:
-                logger.warning("No episode was saved: removing the empty dataset at %s.", root)
-                shutil.rmtree(root, ignore_errors=True)
-            elif summary.episodes_written:
-                _check_value_map_info(root, features)
-                leftover = root / "images"
-                if leftover.is_dir() and not any(leftover.rglob("*.png")):
-                    shutil.rmtree(leftover, ignore_errors=True)
-    summary.total_episodes = total
     summary.seconds = time.perf_counter() - started
     logger.info(
         "%s at %s: %d episode(s) written (%d frames), %d in the dataset, %d attempt(s) dropped, events %s, "
@@ -757,6 +684,110 @@ def collect_dataset(cfg: CollectConfig) -> CollectSummary:
             tags=["AIM", "value-maps", "ASVM", "metaworld"], private=cfg.private
         )
     return summary
+
+
+def _collect_task(cfg, task, root, features, cameras, meta, log, summary, progress) -> None:
+    """Record and publish the episodes of one task (see :func:`collect_dataset`)."""
+    from lerobot_aim.envs.metaworld_env import AIMMetaWorldEnv
+
+    stats = summary.tasks.setdefault(task, TaskStats())
+    env = AIMMetaWorldEnv(
+        task,
+        cameras=cfg.cameras,
+        observation_height=cfg.image_size,
+        observation_width=cfg.image_size,
+        episode_length=cfg.max_steps + cfg.max_place_steps + cfg.steps_after_success + 1,
+        terminate_on_success=False,
+    )
+    try:
+        used = _used_seeds(meta, log, task, env.task_description, cfg.seed)
+        seed = cfg.seed
+        while stats.kept < cfg.num_episodes and stats.attempts < cfg.attempts_per_task:
+            seed = _next_seed(used, seed)
+            used.add(seed)
+            progress.set_postfix_str(f"{task} seed {seed}")
+            episode = record_episode(env, seed, cfg)
+            stats.attempts += 1
+            stats.successes += episode.success
+            stats.sim_seconds += episode.sim_seconds
+            if not episode.success and not cfg.keep_failed:
+                logger.info(
+                    "Dropped %s seed %d: the expert did not succeed within %d steps.",
+                    task,
+                    seed,
+                    cfg.max_steps,
+                )
+                summary.dropped.append((task, seed))
+                log["attempted_seeds"].setdefault(task, []).append(seed)
+                log["dropped"].append({"task": task, "seed": seed, "reason": "expert failed"})
+                if is_lerobot_dataset(root):  # one file, replaced atomically
+                    _write_collect_log(root, log)
+                continue
+            write_started = time.perf_counter()
+            index = _publish_episode(cfg, root, features, cameras, episode, log)
+            stats.write_seconds += time.perf_counter() - write_started
+            stats.kept += 1
+            stats.frames += len(episode)
+            summary.episodes_written += 1
+            summary.frames_written += len(episode)
+            summary.total_episodes = index + 1
+            for event in episode.events:
+                summary.events[event.kind] += 1
+            if not episode.events:
+                summary.episodes_without_events.append(index)
+            progress.update(1)
+    finally:
+        env.close()
+    if stats.kept < cfg.num_episodes:
+        logger.warning(
+            "%s: only %d of %d episodes after %d attempts (the expert failed %d times).",
+            task,
+            stats.kept,
+            cfg.num_episodes,
+            stats.attempts,
+            stats.attempts - stats.successes,
+        )
+
+
+def _publish_episode(cfg, root, features, cameras, episode, log) -> int:
+    """Save one episode in a staged copy of the dataset, with the updated log, and publish it; its index.
+
+    The log (seed and entry of the episode) is published with the episode, so after a kill either
+    both are in the dataset or neither is, and a rerun records the same seed again.
+    """
+    from lerobot.configs.video import RGBEncoderConfig
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    preset = cfg.preset if cfg.preset not in ("", "none", "None") else None
+    encoder = RGBEncoderConfig(vcodec=cfg.vcodec, crf=cfg.crf, g=2, preset=preset)
+    with staged_update(root, COLLECT_STAGING) as staged:
+        if staged.exists():
+            dataset = LeRobotDataset.resume(cfg.repo_id, root=staged, rgb_encoder=encoder, encoder_threads=1)
+        else:
+            dataset = LeRobotDataset.create(
+                repo_id=cfg.repo_id,
+                fps=FPS,
+                features=features,
+                root=staged,
+                robot_type=ROBOT_TYPE,
+                use_videos=True,
+                rgb_encoder=encoder,
+                encoder_threads=1,
+            )
+        index = _save_episode(dataset, episode, cameras, cfg.image_size, cfg.image_size, cfg)
+        dataset.finalize()
+        check_value_map_info(staged, features)
+        shutil.rmtree(staged / "images", ignore_errors=True)  # LeRobot's emptied frame folders
+        entry = _episode_entry(index, episode)
+        log["attempted_seeds"].setdefault(episode.task, []).append(episode.seed)
+        log["episodes"].append(entry)
+        try:
+            _write_collect_log(staged, log)
+        except BaseException:
+            log["attempted_seeds"][episode.task].pop()
+            log["episodes"].pop()
+            raise
+    return index
 
 
 @contextlib.contextmanager

@@ -174,10 +174,10 @@ def convert_episodes(
     from lerobot.configs.video import RGBEncoderConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from lerobot_aim.data.synthetic import _quiet_libav
+    from lerobot_aim.data.synthetic import quiet_libav
 
     dataset = None
-    with _quiet_libav():
+    with quiet_libav():
         for index, (episode, task) in enumerate(episodes):
             if dataset is None:
                 image_hw = {

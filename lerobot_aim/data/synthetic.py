@@ -264,7 +264,7 @@ def make_synthetic_dataset(
         preset = "ultrafast" if vcodec in ("h264", "hevc") else None
         rgb_encoder = RGBEncoderConfig(vcodec=vcodec, crf=18, g=2, preset=preset)
 
-    with _quiet_libav():
+    with quiet_libav():
         dataset = LeRobotDataset.create(
             repo_id=repo_id,
             fps=fps,
@@ -297,12 +297,12 @@ def make_synthetic_dataset(
             dataset.save_episode(parallel_encoding=False)
         dataset.finalize()
 
-    _check_value_map_info(root, features)
+    check_value_map_info(root, features)
     return LeRobotDataset(repo_id, root=root)
 
 
 @contextlib.contextmanager
-def _quiet_libav():
+def quiet_libav():
     """Silence FFmpeg's info chatter while LeRobot encodes.
 
     LeRobot's ``encode_video_frames`` ends with ``av.logging.restore_default_callback()``, which hands
@@ -318,7 +318,7 @@ def _quiet_libav():
         av.logging.set_libav_level(av.logging.INFO)
 
 
-def _check_value_map_info(root: Path, features: dict) -> None:
+def check_value_map_info(root: Path, features: dict) -> None:
     """Make sure each value-map feature's ``info`` (AIM's schema keys) made it into ``meta/info.json``.
 
     LeRobot 0.6.1 keeps it: ``LeRobotDatasetMetadata.update_video_info`` (run when episode 0's video
