@@ -1,21 +1,21 @@
-"""Action-chunk latency of the AIM network against denoising steps, with and without the context cache.
+"""Action-chunk latency of the AIM network per denoising schedule, with and without the context cache.
 
-    python benchmarks/chunk_latency.py --preset aim_tiny                      # CPU
-    python benchmarks/chunk_latency.py --preset aim_wan22_5b --device cuda    # GPU, random bf16 weights
+    python -m benchmarks.chunk_latency --preset=aim_tiny                      # CPU
+    python -m benchmarks.chunk_latency --preset=aim_wan22_5b --device=cuda    # GPU, random bf16 weights
 
-Measures ``AIMTransformer.sample`` (x, m and a denoised together) on random latents of the preset's
-shapes (three views); the frozen codec and text encoder are not included. Writes
-``results/chunk_latency_<preset>_h<history>_<device>.{json,md,png}``.
+Times :func:`lerobot_aim.model.sample_chunk` on random latents of the preset's shapes (three views)
+for each schedule (video steps of x and m, action steps of a; the frozen codec and text encoder are not
+included), in one run, so that the ratios between schedules are measured on the same machine state.
+Writes ``results/chunk_latency_<preset>_h<history>_<device>.{json,md,png}``.
 """
 
-from __future__ import annotations
-
-import argparse
 import statistics
 import time
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
+from lerobot.configs import parser
 from tqdm import tqdm
 
 from benchmarks.common import device_tag, write
@@ -52,6 +52,24 @@ def schedule_of(config, action_steps: int, video_steps: int | None = None) -> Ch
     )
 
 
+@dataclass
+class ScheduleGrid:
+    """Denoising schedules to measure: every video step count with every action step count it fits."""
+
+    # Steps of x and m.
+    video_steps: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 10])
+    # Steps of a.
+    action_steps: list[int] = field(default_factory=lambda: [10])
+
+    def of(self, config) -> list[ChunkSchedule]:
+        return [
+            schedule_of(config, action, video)
+            for action in self.action_steps
+            for video in self.video_steps
+            if video <= action
+        ]
+
+
 def time_call(fn, repeats: int, device) -> float:
     """Median seconds of ``repeats`` calls, after one warm-up call (kernels, masks, compilation)."""
     fn()
@@ -67,57 +85,77 @@ def time_call(fn, repeats: int, device) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="aim_tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--views", type=int, default=3)
-    parser.add_argument("--history_frames", type=int, default=None, help="override the preset's history")
-    parser.add_argument("--steps", default="1,2,5,10,20")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--action_dim", type=int, default=14)
-    args = parser.parse_args()
+@dataclass
+class ChunkLatencyConfig:
+    # Preset whose shapes are timed (random weights).
+    preset: str = "aim_tiny"
+    # "cpu" or "cuda".
+    device: str = "cpu"
+    # Camera views packed in the canvas.
+    views: int = 3
+    # Override the preset's history frames (None: the preset's).
+    history_frames: int | None = None
+    # Timed calls per setting (the median is reported, after one warm-up call).
+    repeats: int = 5
+    # Action dimension.
+    action_dim: int = 14
+    # The schedules timed.
+    schedules: ScheduleGrid = field(default_factory=ScheduleGrid)
 
-    overrides = {"device": args.device}
-    if args.history_frames is not None:
-        overrides["history_frames"] = args.history_frames
-    config = load_preset(args.preset, **overrides)
-    device, dtype = torch.device(args.device), DTYPES[config.dtype]
+
+@parser.wrap()
+def main(cfg: ChunkLatencyConfig) -> None:
+    overrides = {"device": cfg.device}
+    if cfg.history_frames is not None:
+        overrides["history_frames"] = cfg.history_frames
+    config = load_preset(cfg.preset, **overrides)
+    device, dtype = torch.device(cfg.device), DTYPES[config.dtype]
     with device:
-        model = AIMTransformer(config, args.action_dim, latent_channels(config)).set_dtype(dtype).eval()
-    context, noise = inputs(config, args.action_dim, 1, args.views, device, dtype)
+        model = AIMTransformer(config, cfg.action_dim, latent_channels(config)).set_dtype(dtype).eval()
+    context, noise = inputs(config, cfg.action_dim, 1, cfg.views, device, dtype)
     rows = []
-    for steps in tqdm([int(s) for s in args.steps.split(",")], desc="denoising steps"):
-        row = {"steps": steps}
+    for schedule in tqdm(cfg.schedules.of(config), desc="schedules"):
+        row = {"video_steps": schedule.video_steps, "action_steps": schedule.action_steps}
         for cached in (True, False):
-            run = partial(sample_chunk, model, context, noise, schedule_of(config, steps), cached)
-            row["cached_s" if cached else "uncached_s"] = time_call(run, args.repeats, device)
-        row["speedup"] = row["uncached_s"] / row["cached_s"]
+            run = partial(sample_chunk, model, context, noise, schedule, cached)
+            row["cached_s" if cached else "uncached_s"] = time_call(run, cfg.repeats, device)
+        row["cache_speedup"] = row["uncached_s"] / row["cached_s"]
         rows.append(row)
+    reference = next((r for r in rows if (r["video_steps"], r["action_steps"]) == (10, 10)), rows[0])
+    for r in rows:
+        r["time_share_of_joint_10"] = r["cached_s"] / reference["cached_s"]
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-    table = "| steps | cached (ms) | uncached (ms) | speed-up |\n|---|---|---|---|\n" + "\n".join(
-        f"| {r['steps']} | {1000 * r['cached_s']:.1f} | {1000 * r['uncached_s']:.1f} | {r['speedup']:.2f}x |"
+    table = (
+        "| video steps | action steps | cached (ms) | uncached (ms) | cache speed-up | time share of the joint "
+        "10-step chunk (cached) |\n|---|---|---|---|---|---|\n"
+    ) + "\n".join(
+        f"| {r['video_steps']} | {r['action_steps']} | {1000 * r['cached_s']:.1f} | {1000 * r['uncached_s']:.1f} | "
+        f"{r['cache_speedup']:.2f}x | {r['time_share_of_joint_10']:.3f} |"
         for r in rows
     )
-    name = f"chunk_latency_{args.preset}_h{config.history_frames}_{device_tag(args.device)}"
-    path = write(name, {"preset": args.preset, "views": args.views, "history_frames": config.history_frames,
+    name = f"chunk_latency_{cfg.preset}_h{config.history_frames}_{device_tag(cfg.device)}"
+    path = write(name, {"preset": cfg.preset, "views": cfg.views, "history_frames": config.history_frames,
                         "peak_gib": peak, "rows": rows}, table)  # fmt: skip
-    plot(rows, path.with_suffix(".png"), f"{args.preset}, {args.views} views, {device_tag(args.device)}")
+    plot(rows, path.with_suffix(".png"), f"{cfg.preset}, {cfg.views} views, {device_tag(cfg.device)}")
     print(table)
     print(f"written to {path}")
 
 
 def plot(rows: list[dict], path, title: str) -> None:
+    """Cached and uncached latency of each schedule, as bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    steps = [r["steps"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for key, label in (("cached_s", "context cache"), ("uncached_s", "no cache")):
-        ax.plot(steps, [1000 * r[key] for r in rows], marker="o", label=label)
-    ax.set(xlabel="denoising steps", ylabel="action chunk (ms)", title=title)
+    labels = [f"{r['video_steps']}/{r['action_steps']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(1.0 * len(rows) + 2.5, 3))
+    for offset, (key, label) in zip((-0.2, 0.2), (("cached_s", "context cache"), ("uncached_s", "no cache")), strict=True):
+        ax.bar(x + offset, [1000 * r[key] for r in rows], 0.4, label=label)
+    ax.set_xticks(x, labels)
+    ax.set(xlabel="video / action denoising steps", ylabel="action chunk (ms)", title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

@@ -12,6 +12,7 @@ actions. The predicted value-map latents of the last chunk stay in ``last_predic
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import ClassVar
@@ -245,18 +246,16 @@ class AIMPolicy(PreTrainedPolicy):
         past = actions[:, :n_past].masked_fill(pad[:, :n_past, None], 0.0)
         return past, actions[:, n_past:], ~pad[:, n_past:]
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
-        """Stage I loss on a training batch (frames at ``observation_delta_indices``, actions at
-        ``action_delta_indices``); returns the loss and each term for logging.
-
-        L = L_rgb + lambda_m L_map + lambda_a L_act (paper Sec. 4.3.2): flow-matching velocity errors
-        of the future latents and actions. Future frames and actions past the episode's end (LeRobot
-        pads them with the last frame) are left out of every term."""
+    def encode_sample(self, batch: dict[str, Tensor]) -> EncodedSample:
+        """A training sample (frames at ``observation_delta_indices``, actions at
+        ``action_delta_indices``, packed by the AIM preprocessor) as the network sees it: the clean
+        context and the clean future it must predict, with which future frames and actions lie
+        within the episode."""
         cfg = self.config
         self._device()
         if OBS_RGB_CANVAS not in batch:
             raise KeyError(
-                "AIMPolicy.forward needs the AIM preprocessor's packed frames (make_aim_pre_post_processors)."
+                "AIMPolicy needs the AIM preprocessor's packed frames (make_aim_pre_post_processors)."
             )
         canvas = batch[OBS_RGB_CANVAS]  # (B, T, 3, H, W): context frames, then future frames
         context_frames = 1 + cfg.history_frames * self._frozen.codec.temporal_stride
@@ -272,36 +271,53 @@ class AIMPolicy(PreTrainedPolicy):
             future_value = self.value_latent_norm.normalize(
                 self._encode_value_maps(canvas[:, :context_frames], batch[OBS_VALUE_CANVAS][:, context_frames:])
             )
-        frame_mask = self._future_frame_mask(batch, context_frames, future_rgb.shape[2])
         past_actions, future_actions, action_mask = self._split_actions(batch)
-        batch_size, device, dtype = obs.shape[0], obs.device, self._model_dtype()
+        dtype = self._model_dtype()
         context = Context(
             obs.to(dtype),
             past_actions.to(dtype),
-            self._encode_text(batch, batch_size).to(dtype),
+            self._encode_text(batch, obs.shape[0]).to(dtype),
             self._current_state(batch, context_frames - 1, dtype),
         )
+        return EncodedSample(
+            context=context,
+            future=Prediction(future_rgb, future_value, future_actions),
+            frame_mask=self._future_frame_mask(batch, context_frames, future_rgb.shape[2]),
+            action_mask=action_mask,
+        )
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
+        """Stage I loss on a training batch (see :meth:`encode_sample`); returns the loss and each term
+        for logging.
+
+        L = L_rgb + lambda_m L_map + lambda_a L_act (paper Sec. 4.3.2): flow-matching velocity errors
+        of the future latents and actions. Future frames and actions past the episode's end (LeRobot
+        pads them with the last frame) are left out of every term."""
+        cfg = self.config
+        sample = self.encode_sample(batch)
+        future, context, dtype = sample.future, sample.context, self._model_dtype()
+        batch_size, device = future.rgb.shape[0], future.rgb.device
         video_sigma = sample_sigmas(batch_size, cfg.video_train_shift, device)
         action_sigma = sample_sigmas(batch_size, cfg.action_train_shift, device)
         noise = Prediction(
-            torch.randn_like(future_rgb),
-            torch.randn_like(future_value) if future_value is not None else None,
-            torch.randn_like(future_actions),
+            torch.randn_like(future.rgb),
+            torch.randn_like(future.value) if future.value is not None else None,
+            torch.randn_like(future.actions),
         )
         noisy = Prediction(
-            add_noise(future_rgb, noise.rgb, video_sigma).to(dtype),
-            add_noise(future_value, noise.value, video_sigma).to(dtype) if future_value is not None else None,
-            add_noise(future_actions, noise.actions, action_sigma).to(dtype),
+            add_noise(future.rgb, noise.rgb, video_sigma).to(dtype),
+            add_noise(future.value, noise.value, video_sigma).to(dtype) if future.value is not None else None,
+            add_noise(future.actions, noise.actions, action_sigma).to(dtype),
         )
         pred = self.model(context, noisy, video_sigma, action_sigma)
-        loss_rgb = _masked_mean(_frame_errors(pred.rgb, velocity_target(future_rgb, noise.rgb)), frame_mask)
-        action_err = (pred.actions.float() - velocity_target(future_actions, noise.actions)).square().mean(-1)
-        loss_act = _masked_mean(action_err, action_mask)
+        loss_rgb = _masked_mean(_frame_errors(pred.rgb, velocity_target(future.rgb, noise.rgb)), sample.frame_mask)
+        action_err = (pred.actions.float() - velocity_target(future.actions, noise.actions)).square().mean(-1)
+        loss_act = _masked_mean(action_err, sample.action_mask)
         loss = loss_rgb + cfg.lambda_act * loss_act
         logs = {"loss_rgb": loss_rgb.item(), "loss_act": loss_act.item()}
-        if future_value is not None:
-            value_err = _frame_errors(pred.value, velocity_target(future_value, noise.value))
-            loss_map = _masked_mean(value_err, frame_mask)
+        if future.value is not None:
+            value_err = _frame_errors(pred.value, velocity_target(future.value, noise.value))
+            loss_map = _masked_mean(value_err, sample.frame_mask)
             loss = loss + cfg.lambda_map * loss_map
             logs["loss_map"] = loss_map.item()
         return loss, logs
@@ -482,6 +498,21 @@ class AIMPolicy(PreTrainedPolicy):
         value = self._decode_future(latents[:1, channels:])[0].mean(1).cpu().numpy()
         overlays = np.stack([overlay_value_map(f, v) for f, v in zip(rgb, value, strict=True)])
         return np.concatenate([rgb, overlays], axis=2)
+
+
+@dataclass
+class EncodedSample:
+    """A training sample as the network sees it (:meth:`AIMPolicy.encode_sample`).
+
+    context: the clean context; future: the clean future latents (B, C, h, H, W) of RGB and value maps
+    (value None without a value stream) and the future actions (B, chunk, A), normalised;
+    frame_mask: (B, h) bool, future latent frames within the episode; action_mask: (B, chunk) bool.
+    """
+
+    context: Context
+    future: Prediction
+    frame_mask: Tensor
+    action_mask: Tensor
 
 
 def _frame_errors(prediction: Tensor, target: Tensor) -> Tensor:

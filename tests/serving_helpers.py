@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_eval import save_tiny_checkpoint
+from tests.conftest import save_tiny_checkpoint
 
 CALL_TIMEOUT = 30  # seconds, per gRPC call
 JOINTS = ["j0", "j1", "j2", "j3"]

@@ -8,33 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from lerobot.configs import FeatureType, PolicyFeature
 
-from lerobot_aim import load_preset
 from lerobot_aim.modeling_aim import AIMPolicy
-from lerobot_aim.processor_aim import make_aim_pre_post_processors
+from tests.conftest import save_tiny_checkpoint
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def save_tiny_checkpoint(path: Path, cameras: list[str], image_hw=(64, 64), action_dim=4) -> Path:
-    """A randomly initialised tiny AIM checkpoint with processors, in LeRobot's layout."""
-    config = load_preset("aim_tiny", num_layers=2, device="cpu", cameras=cameras)
-    config.input_features = {
-        f"observation.images.{cam}": PolicyFeature(FeatureType.VISUAL, (3, *image_hw)) for cam in cameras
-    }
-    config.input_features["observation.state"] = PolicyFeature(FeatureType.STATE, (4,))
-    config.output_features = {"action": PolicyFeature(FeatureType.ACTION, (action_dim,))}
-    stats = {
-        "action": {"mean": torch.zeros(action_dim), "std": torch.ones(action_dim)},
-        "observation.state": {"mean": torch.zeros(4), "std": torch.ones(4)},
-    }
-    policy = AIMPolicy(config)
-    pre, post = make_aim_pre_post_processors(config, stats)
-    for thing in (policy, pre, post):
-        thing.save_pretrained(path)
-    return path
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_eval import save_tiny_checkpoint
+from tests.conftest import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ is drawn from a seed of its env step, so that equal contexts give equal actions 
 import pytest
 import torch
 
+from tests.conftest import save_tiny_checkpoint
 from tests.serving_helpers import JOINTS, TASK, run_client, sim_robot_config
-from tests.test_eval import save_tiny_checkpoint
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("serving_logs")]
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lerobot_aim.data.synthetic import make_synthetic_dataset
-from tests.test_eval import save_tiny_checkpoint
+from tests.conftest import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
