@@ -421,7 +421,8 @@ class AIMPolicy(PreTrainedPolicy):
         return self.next_action(batch, self.predict_action_chunk)[0]
 
     def generate_model_card(self, dataset_repo_id, model_type, license, tags, cfg=None, dataset_meta=None):
-        """The Hub model card, rendered from ``MODEL_CARD.md`` (architecture, data, use, limitations)."""
+        """The Hub model card, rendered from ``templates/model_card_template.md`` (architecture, data, use,
+        limitations)."""
         from huggingface_hub import ModelCard, ModelCardData
         from lerobot.policies.pretrained import _build_card_context
 
@@ -440,7 +441,7 @@ class AIMPolicy(PreTrainedPolicy):
         aim.update(
             chunk_size=self.config.chunk_size, num_parameters=sum(p.numel() for p in self.parameters())
         )
-        template = files("lerobot_aim").joinpath("templates/MODEL_CARD.md").read_text(encoding="utf-8")
+        template = files("lerobot_aim").joinpath("templates/model_card_template.md").read_text(encoding="utf-8")
         return ModelCard.from_template(
             card_data,
             template_str=template,
