@@ -23,6 +23,7 @@ from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 from lerobot.utils.constants import OBS_STATE
 
 from lerobot_aim.cli import InputError
+from lerobot_aim.data.schema import IMAGES_PREFIX, image_key, value_map_key
 
 ATTENTION_MODES = ("intent_causal", "wam", "no_value")
 CODECS = {"pixel": 1, "wan_vae": 4}  # codec name -> temporal stride
@@ -31,8 +32,6 @@ TEXT_ENCODER_DIMS = {"minilm": 384, "umt5": 4096}
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
 DTYPES = ("float32", "bfloat16")
 
-IMAGES_PREFIX = "observation.images."
-VALUE_MAPS_PREFIX = "observation.value_maps."
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
@@ -373,11 +372,11 @@ class AIMConfig(PreTrainedConfig):
 
     @property
     def image_keys(self) -> list[str]:
-        return [IMAGES_PREFIX + cam for cam in self.cameras]
+        return [image_key(cam) for cam in self.cameras]
 
     @property
     def value_map_keys(self) -> list[str]:
-        return [VALUE_MAPS_PREFIX + cam for cam in self.cameras]
+        return [value_map_key(cam) for cam in self.cameras]
 
     @property
     def action_dim(self) -> int:

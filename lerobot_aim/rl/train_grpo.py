@@ -35,7 +35,7 @@ from lerobot.common.train_utils import (
 from lerobot.configs import parser
 from lerobot.envs import close_envs, make_env, make_env_pre_post_processors
 from lerobot.policies import make_policy, make_pre_post_processors
-from lerobot.utils.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT_LINK, OBS_IMAGES, PRETRAINED_MODEL_DIR
+from lerobot.utils.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT_LINK, PRETRAINED_MODEL_DIR
 from lerobot.utils.device_utils import get_safe_torch_device
 from lerobot.utils.import_utils import register_third_party_plugins
 from lerobot.utils.random_utils import set_seed
@@ -43,6 +43,7 @@ from lerobot.utils.utils import init_logging, inside_slurm
 from tqdm import tqdm
 
 from lerobot_aim.cli import run_command
+from lerobot_aim.data.schema import IMAGES_PREFIX
 from lerobot_aim.rl.configs import GRPOConfig
 from lerobot_aim.rl.grpo import freeze_all_but_action_stream, grpo_update, reference_action_stream
 from lerobot_aim.rl.rewards import group_advantages
@@ -51,7 +52,6 @@ from lerobot_aim.rl.rollout import RewardSpec, StochasticActor, rollout_with_res
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-OBS_IMAGES_PREFIX = f"{OBS_IMAGES}."
 
 
 def group_seeds(seed: int, iteration: int, num_initial_states: int, group_size: int) -> list[int]:
@@ -75,8 +75,8 @@ def _camera_sources(policy_cameras: list[str], rename_map: dict[str, str]) -> di
     """Policy camera -> env camera, inverting observation-key renames of camera images."""
     sources = {}
     for src, dst in rename_map.items():
-        if src.startswith(OBS_IMAGES_PREFIX) and dst.startswith(OBS_IMAGES_PREFIX):
-            sources[dst.removeprefix(OBS_IMAGES_PREFIX)] = src.removeprefix(OBS_IMAGES_PREFIX)
+        if src.startswith(IMAGES_PREFIX) and dst.startswith(IMAGES_PREFIX):
+            sources[dst.removeprefix(IMAGES_PREFIX)] = src.removeprefix(IMAGES_PREFIX)
     return {cam: sources.get(cam, cam) for cam in policy_cameras}
 
 

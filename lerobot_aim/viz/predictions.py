@@ -21,7 +21,7 @@ from lerobot.configs import parser
 from tqdm import tqdm
 
 from lerobot_aim.cli import InputError, run_command
-from lerobot_aim.data.schema import image_key, value_map_key
+from lerobot_aim.data.schema import IMAGES_PREFIX, image_key, value_map_key
 from lerobot_aim.processor_aim import OBS_RGB_CANVAS, OBS_VALUE_CANVAS
 from lerobot_aim.rl.rewards import value_frame_index
 from lerobot_aim.viz.contact_sheet import contact_sheet, overlay_value_map, stack_sheets
@@ -158,7 +158,7 @@ def viz(cfg: VizConfig) -> VizOutputs:
     dataset = LeRobotDataset(cfg.dataset.repo_id, root=cfg.dataset.root)
     missing = [image_key(c) for c in policy.config.cameras if image_key(c) not in dataset.meta.features]
     if missing:
-        have = sorted(k for k in dataset.meta.features if k.startswith("observation.images."))
+        have = sorted(k for k in dataset.meta.features if k.startswith(IMAGES_PREFIX))
         raise VizConfigError(
             f"The dataset {cfg.dataset.repo_id} has no {', '.join(missing)}: the policy plans from cameras "
             f"{policy.config.cameras}, the dataset records {have}. Use the dataset the policy was trained on, "
