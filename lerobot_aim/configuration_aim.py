@@ -160,8 +160,13 @@ class AIMConfig(PreTrainedConfig):
 
     # Recompute each block in the backward pass to save activation memory.
     gradient_checkpointing: bool = False
-    # Weights dtype of the trainable streams ("bfloat16" or "float32"); norms and modulation stay fp32.
+    # Compute dtype ("bfloat16" or "float32"): lerobot-train autocasts in it, the frozen codec and text
+    # encoder are held in it, and so are the trainable streams unless weights_dtype says otherwise.
     dtype: str = "bfloat16"
+    # Dtype of the trainable streams' weights (None: `dtype`; norms and modulation stay fp32).
+    # "float32" with dtype "bfloat16" keeps fp32 master weights and computes under bf16 autocast: pure
+    # bf16 weights round most AdamW updates away at small learning rates (benchmarks/results/memory_*).
+    weights_dtype: str | None = None
 
     # Memory
 
@@ -199,6 +204,8 @@ class AIMConfig(PreTrainedConfig):
         self._check_choice("text_encoder", tuple(TEXT_ENCODER_DIMS))
         self._check_choice("attention_backend", ATTENTION_BACKENDS)
         self._check_choice("dtype", DTYPES)
+        if self.weights_dtype is not None:
+            self._check_choice("weights_dtype", DTYPES)
         for name in ("history_frames", "num_value_noise_tokens"):
             if getattr(self, name) < 0:
                 raise AIMConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}.")

@@ -84,12 +84,13 @@ class AIMPolicy(PreTrainedPolicy):
                 f"The codec at {config.codec_path!r} gives {codec.latent_channels} latent channels, the config "
                 f"expects {config.latent_channels} ({config.codec!r}): point --policy.codec_path to a Wan2.2 VAE."
             )
+        weights = self._model_dtype()
         rgb = None
         if init_from_wan and config.wan_path:
-            rgb = WanRGBStream.from_diffusers(config.wan_path, torch_dtype=dtype)
+            rgb = WanRGBStream.from_diffusers(config.wan_path, torch_dtype=weights)
         self.model = AIMTransformer(
             config, config.action_dim, codec.latent_channels, rgb=rgb, state_dim=config.state_dim
-        ).set_dtype(dtype)
+        ).set_dtype(weights)
         if config.freeze_rgb_stream:
             self.model.rgb.requires_grad_(False)
         # Standardisation of the latents of RGB frames and value maps (the pixel codec's; the Wan VAE
@@ -234,7 +235,15 @@ class AIMPolicy(PreTrainedPolicy):
         return self._frozen.text_encoder(list(tasks)).float().to(self._device())
 
     def _model_dtype(self) -> torch.dtype:
-        return DTYPES[self.config.dtype]
+        """Dtype of the trainable weights (and of the network's inputs)."""
+        return DTYPES[self.config.weights_dtype or self.config.dtype]
+
+    def compute_precision(self):
+        """Autocast to ``config.dtype`` when the weights are kept in another dtype (fp32 master weights,
+        bf16 compute), for training and acting alike; a no-op otherwise."""
+        compute = DTYPES[self.config.dtype]
+        device = next(self.model.parameters()).device
+        return torch.autocast(device.type, dtype=compute, enabled=compute != self._model_dtype())
 
     def _split_actions(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
         """Past actions (pads zeroed, as at the start of an episode), future chunk, future mask."""
@@ -309,7 +318,8 @@ class AIMPolicy(PreTrainedPolicy):
             add_noise(future.value, noise.value, video_sigma).to(dtype) if future.value is not None else None,
             add_noise(future.actions, noise.actions, action_sigma).to(dtype),
         )
-        pred = self.model(context, noisy, video_sigma, action_sigma)
+        with self.compute_precision():
+            pred = self.model(context, noisy, video_sigma, action_sigma)
         loss_rgb = _masked_mean(_frame_errors(pred.rgb, velocity_target(future.rgb, noise.rgb)), sample.frame_mask)
         action_err = (pred.actions.float() - velocity_target(future.actions, noise.actions)).square().mean(-1)
         loss_act = _masked_mean(action_err, sample.action_mask)
@@ -396,9 +406,10 @@ class AIMPolicy(PreTrainedPolicy):
         ``self.history`` at its current step (``reset`` starts a new episode).
         """
         context, noise = self.chunk_inputs(batch)
-        pred, _ = sample_chunk(
-            self.model, context, noise, ChunkSchedule.of(self.config), use_cache=self.config.use_context_cache
-        )
+        with self.compute_precision():
+            pred, _ = sample_chunk(
+                self.model, context, noise, ChunkSchedule.of(self.config), use_cache=self.config.use_context_cache
+            )
         self.remember(pred, context)
         return finite_actions(pred.actions.float())
 

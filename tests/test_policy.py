@@ -188,3 +188,27 @@ def test_model_card_describes_the_checkpoint(tiny_config):
     assert "intent-causal" in text and "`intent_causal`" in text
     assert "me/synthetic" in text and "lerobot-eval --policy.path=me/aim_tiny_synthetic" in text
     assert "license: apache-2.0" in text and "- aim" in text
+
+
+@pytest.mark.parametrize("weights_dtype", [None, "float32"])
+def test_fp32_master_weights_keep_the_updates_bf16_weights_round_away(tiny_config, weights_dtype):
+    """One AdamW step at the 5B preset's learning rate (1e-5) moves each weight by about 1e-5, below
+    half a bf16 spacing for most weights (|w| > 2^-9 = 0.002): kept in bf16 they stay where they were;
+    kept in fp32 (bf16 compute under autocast) they all move."""
+    config = _config(tiny_config)
+    config.dtype, config.weights_dtype, config.optimizer_lr = "bfloat16", weights_dtype, 1e-5
+    policy = AIMPolicy(config)
+    weight = policy.model.rgb.blocks[0].attn1.to_q.weight
+    assert weight.dtype == (torch.float32 if weights_dtype else torch.bfloat16)
+    pre, _ = make_aim_pre_post_processors(config, _stats())
+    optimizer = config.get_optimizer_preset().build(policy.get_optim_params())
+    before = weight.detach().clone()
+    loss, _ = policy(pre(_training_batch(config)))
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    moved = (weight.detach() != before).float().mean().item()
+    if weights_dtype:
+        assert moved > 0.99
+    else:
+        assert moved < 0.5

@@ -180,10 +180,11 @@ def grpo_update(
         for start in range(0, total, size):
             index = order[start : start + size]
             batch = trajectories.select(index).to(device)
-            log_probs, means = trajectory_log_probs(model, batch, return_means=True)
+            with policy.compute_precision():
+                log_probs, means = trajectory_log_probs(model, batch, return_means=True)
             kl = None
             if reference is not None:
-                with torch.no_grad(), use_action_stream(model, reference):
+                with torch.no_grad(), use_action_stream(model, reference), policy.compute_precision():
                     _, ref_means = trajectory_log_probs(model, batch, return_means=True)
                 kl = gaussian_kl_same_std(means, ref_means, batch.step_std)
             loss, stats = grpo_loss(

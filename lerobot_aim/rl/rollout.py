@@ -81,14 +81,15 @@ class StochasticActor:
         # Clones: inputs computed under another caller's inference_mode (e.g. the text encoder's
         # cache after lerobot's eval) could not be saved for backward when log-probs are recomputed.
         context = Context(*(t.clone() if t is not None else None for t in vars(context).values()))
-        pred, trajectory = sample_chunk(
-            policy.model,
-            context,
-            noise,
-            ChunkSchedule.of(policy.config, action_noise=self.sde_noise),
-            use_cache=policy.config.use_context_cache,
-            record=True,
-        )
+        with policy.compute_precision():
+            pred, trajectory = sample_chunk(
+                policy.model,
+                context,
+                noise,
+                ChunkSchedule.of(policy.config, action_noise=self.sde_noise),
+                use_cache=policy.config.use_context_cache,
+                record=True,
+            )
         policy.remember(pred, context)
         self.last_prediction = pred
         return finite_actions(pred.actions.float()), trajectory
