@@ -113,7 +113,7 @@ def _segmentation(env, name):
         renderer.update_scene(mw.data, camera=dict(env.camera_pairs)[name])
         seg = renderer.render()
     ids = np.where(seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), seg[..., 0], -1)
-    return np.flip(ids, (0, 1)) if env._flip[name] else ids
+    return np.flip(ids, (0, 1)) if env.scene_cameras.flipped[name] else ids
 
 
 def _geoms_near(ids, uv, radius=1):
@@ -124,7 +124,7 @@ def _geoms_near(ids, uv, radius=1):
 def test_calibration_projects_onto_the_rendered_object_and_gripper(env):
     mw = env.unwrapped_metaworld
     object_geoms = {mw.model.geom("objGeom").id}
-    gripper_geoms = set(np.flatnonzero(env._gripper_geom).tolist())
+    gripper_geoms = set(np.flatnonzero(env.contact_geoms.gripper).tolist())
     _, info = env.reset(seed=0)
     head_extrinsics = info["cameras"]["head"]["extrinsics"]
     wrist_extrinsics = info["cameras"]["wrist_right"]["extrinsics"]

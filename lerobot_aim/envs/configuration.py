@@ -95,7 +95,7 @@ class AIMMetaWorldEnvConfig(EnvConfig):
             )
         if self.episode_length <= 0:
             raise ValueError(f"episode_length must be positive, got {self.episode_length}.")
-        from .metaworld_env import resolve_tasks
+        from .metaworld_tasks import resolve_tasks
 
         resolve_tasks(self.task)  # fail early on unknown task names
         if self.obs_type != "agent_pos":

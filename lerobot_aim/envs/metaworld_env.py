@@ -5,26 +5,22 @@ seed=42)``, its first train task, unfrozen seeded resets so that ``reset(seed=s)
 positions; corner2 moved and flipped as LeRobot does; ``task`` / ``task_description`` attributes) and
 adds, per step:
 
-- ``observation["pixels"][<name>]``: (H, W, 3) uint8 per camera, rendered with one ``mujoco.Renderer``
-  per image size, shadows and reflections off (they cost about 10x). Cameras that MetaWorld renders
-  upside down (``corner``, ``corner2``, ``corner3``) are rotated with ``np.flip(img, (0, 1))``.
+- ``observation["pixels"][<name>]``: (H, W, 3) uint8 per camera (:mod:`.metaworld_cameras`: one
+  ``mujoco.Renderer`` per image size, shadows and reflections off; cameras that MetaWorld renders
+  upside down, ``corner``, ``corner2``, ``corner3``, rotated with ``np.flip(img, (0, 1))``).
 - ``observation["agent_pos"]``: (4,) float32, hand xyz and normalised finger distance.
-- ``info``: see :meth:`AIMMetaWorldEnv.step`.
+- ``info``: see :meth:`AIMMetaWorldEnv.step` (contact signals: :mod:`.metaworld_contacts`).
+
+Task names, groups and experts come from LeRobot's table (:mod:`.metaworld_tasks`).
 
 MetaWorld and MuJoCo are imported, and the simulator built, on first use (``reset``), inside the
 process that uses the env: vector-env workers (forkserver) each get their own GL context.
 """
 
-from __future__ import annotations
-
-import atexit
 import functools
-import json
 import os
 import warnings
-import weakref
 from collections import defaultdict
-from importlib import resources
 from typing import Any
 
 import gymnasium as gym
@@ -34,75 +30,18 @@ from gymnasium import spaces
 from lerobot_aim.asvm.camera import CameraCalibration
 
 from .configuration import ACTION_DIM, DEFAULT_CAMERAS, OBS_TYPES, STATE_DIM, parse_cameras
+from .metaworld_cameras import FLIPPED_CAMERAS, SceneCameras
+from .metaworld_contacts import MAX_CONTACT_POINTS, ContactGeoms
+from .metaworld_tasks import (
+    difficulty_groups,
+    expert_policy_class_name,
+    resolve_tasks,
+    task_descriptions,
+    task_name,
+)
 
-# MuJoCo cameras that MetaWorld renders upside down (their "up" axis points down in the world).
-FLIPPED_CAMERAS = frozenset({"corner", "corner2", "corner3"})
-# Where LeRobot's MetaWorld wrapper puts corner2 (closer to the table than MetaWorld's default).
-LEROBOT_CORNER2_POS = (0.75, 0.075, 0.7)
-# Contact points reported per step are padded with NaN (or cut) to this many.
-MAX_CONTACT_POINTS = 8
-# Gripper geoms of the Sawyer in MetaWorld, per side (pad and claw).
-LEFT_GRIPPER_GEOMS = ("leftpad_geom", "leftclaw_it")
-RIGHT_GRIPPER_GEOMS = ("rightpad_geom", "rightclaw_it")
-# The Sawyer's wrist link, parent of the `hand` body.
-WRIST_BODY = "right_hand"
 # MetaWorld's own episode limit.
 METAWORLD_MAX_PATH_LENGTH = 500
-
-
-# ---- Task names, groups and descriptions (LeRobot's table, read without importing metaworld) ----
-
-
-@functools.lru_cache(maxsize=1)
-def _lerobot_metaworld_tables() -> dict[str, Any]:
-    """LeRobot's ``metaworld_config.json`` (task descriptions, difficulty groups, expert classes)."""
-    path = resources.files("lerobot.envs") / "metaworld_config.json"
-    return json.loads(path.read_text())
-
-
-def task_descriptions() -> dict[str, str]:
-    """MT50 task name -> language instruction (LeRobot's ``TASK_DESCRIPTIONS``)."""
-    return dict(_lerobot_metaworld_tables()["TASK_DESCRIPTIONS"])
-
-
-def difficulty_groups() -> dict[str, list[str]]:
-    """Difficulty group (easy, medium, hard, very_hard) -> task names (LeRobot's ``DIFFICULTY_TO_TASKS``)."""
-    return {k: list(v) for k, v in _lerobot_metaworld_tables()["DIFFICULTY_TO_TASKS"].items()}
-
-
-def expert_policy_class_name(task: str) -> str:
-    """Name of the scripted expert of ``task`` in ``metaworld.policies`` (e.g. SawyerPickPlaceV3Policy)."""
-    return _lerobot_metaworld_tables()["TASK_POLICY_MAPPING"][_strip(task)]
-
-
-def _strip(task: str) -> str:
-    return task.strip().removeprefix("metaworld-")
-
-
-def resolve_tasks(task: str) -> dict[str, list[str]]:
-    """``"easy,pick-place-v3"`` -> ``{"easy": [...easy tasks...], "pick-place-v3": ["pick-place-v3"]}``.
-
-    Groups are LeRobot's difficulty groups; every name must be a known MT50 task or group.
-    """
-    groups = [_strip(t) for t in task.split(",") if t.strip()]
-    if not groups:
-        raise ValueError("`task` must name at least one MetaWorld task or difficulty group.")
-    known_groups = difficulty_groups()
-    known_tasks = task_descriptions()
-    out: dict[str, list[str]] = {}
-    for group in groups:
-        tasks = known_groups.get(group, [group])
-        unknown = [t for t in tasks if t not in known_tasks]
-        if unknown:
-            raise ValueError(
-                f"Unknown MetaWorld task {unknown[0]!r}. Use an MT50 task (e.g. 'pick-place-v3'), a group "
-                f"{sorted(known_groups)}, or a comma-separated list of them."
-            )
-        out[group] = tasks
-    return out
-
-
-# ---- The env ----
 
 
 class AIMMetaWorldEnv(gym.Env):
@@ -137,7 +76,7 @@ class AIMMetaWorldEnv(gym.Env):
         super().__init__()
         if obs_type not in OBS_TYPES:
             raise ValueError(f"Unsupported obs_type {obs_type!r}; choose one of {OBS_TYPES}.")
-        self.task = _strip(task)
+        self.task = task_name(task)
         descriptions = task_descriptions()
         if self.task not in descriptions:
             raise ValueError(f"Unknown MetaWorld task {self.task!r}.")
@@ -169,8 +108,9 @@ class AIMMetaWorldEnv(gym.Env):
         # Built lazily (`_ensure_env`), in the process that steps the env.
         self._env = None
         self._mujoco = None
-        self._renderers: dict[tuple[int, int], Any] = {}
-        self._cleanup_registered = False
+        self.scene_cameras: SceneCameras | None = None  # the configured cameras of the scene
+        self.contact_geoms: ContactGeoms | None = None  # gripper, robot and object geoms
+        self._main_body = 0
         self._expert = None
         self._raw_obs: np.ndarray | None = None
         self._frames: dict[str, np.ndarray] | None = None  # images of the current state, if rendered
@@ -192,75 +132,14 @@ class AIMMetaWorldEnv(gym.Env):
         env = mt1.train_classes[self.task](render_mode=None)  # we render ourselves
         env.set_task(mt1.train_tasks[0])
         model = env.model
-        model_cameras = [model.camera(i).name for i in range(model.ncam)]
-        missing = [cam for _, cam in self.camera_pairs if cam not in model_cameras]
-        if missing:
-            raise ValueError(f"MuJoCo camera(s) {missing} not in {self.task}; it has {model_cameras}.")
-        if "corner2" in model_cameras:
-            model.cam_pos[model.camera("corner2").id] = LEROBOT_CORNER2_POS
+        self.scene_cameras = SceneCameras(mujoco, model, self.camera_pairs, task=self.task)
         env.max_path_length = max(self.episode_length, METAWORLD_MAX_PATH_LENGTH)
         env.reset()
         env._freeze_rand_vec = False  # otherwise every reset gives the same object positions
         env.seeded_rand_vec = True  # reset(seed=s) controls the object positions
         self._env = env
-        self._camera_ids = {name: model.camera(cam).id for name, cam in self.camera_pairs}
-        self._flip = {name: cam in FLIPPED_CAMERAS for name, cam in self.camera_pairs}
-        self._init_geom_groups()
-
-    def _init_geom_groups(self) -> None:
-        """Classify geoms: gripper (left / right), robot, objects (movable, not the robot)."""
-        model = self._env.model
-        parent = model.body_parentid
-        hand = model.body("hand").id
-        robot_root = model.body_rootid[hand]
-        # The wrist link above the hand pushes doors, windows and levers: it counts as gripper.
-        wrist = parent[hand] if model.body(parent[hand]).name == WRIST_BODY else hand
-
-        def in_subtree(body: int, root: int) -> bool:
-            while body != 0:
-                if body == root:
-                    return True
-                body = parent[body]
-            return False
-
-        bodies = model.geom_bodyid
-        self._robot_geom = np.array([model.body_rootid[b] == robot_root for b in bodies])
-        self._gripper_geom = np.array([in_subtree(b, wrist) for b in bodies])
-        self._pad_side = np.full(model.ngeom, -1, dtype=np.int64)  # 0: left, 1: right
-        for side, names in enumerate((LEFT_GRIPPER_GEOMS, RIGHT_GRIPPER_GEOMS)):
-            for name in names:
-                self._pad_side[model.geom(name).id] = side
-        self._object_geom = np.array(
-            [
-                b != 0
-                and not self._robot_geom[g]
-                and model.body_mocapid[model.body_rootid[b]] < 0
-                and model.body_weldid[b] != 0
-                for g, b in enumerate(bodies)
-            ]
-        )
-        self._object_geoms = np.flatnonzero(self._object_geom)
-        self._main_body = int(bodies[self._object_geoms[0]]) if len(self._object_geoms) else 0
-
-    def _get_renderer(self, height: int, width: int):
-        key = (height, width)
-        if key not in self._renderers:
-            mujoco = self._mujoco
-            model = self._env.model
-            model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
-            model.vis.global_.offheight = max(model.vis.global_.offheight, height)
-            renderer = mujoco.Renderer(model, height=height, width=width)
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-            if not self._cleanup_registered:
-                self._cleanup_registered = True
-                # Free the GL contexts of an env that is not closed: when it is collected, and at
-                # exit before MuJoCo terminates EGL (registered after MuJoCo's own exit hook, so run
-                # before it; otherwise Renderer.__del__ prints EGL errors at exit).
-                weakref.finalize(self, _close_renderers, self._renderers).atexit = False
-                atexit.register(_close_renderers, self._renderers)
-            self._renderers[key] = renderer
-        return self._renderers[key]
+        self.contact_geoms = ContactGeoms.of(model)
+        self._main_body = self.contact_geoms.first_object_body(model)
 
     # -- gym API --
 
@@ -326,7 +205,8 @@ class AIMMetaWorldEnv(gym.Env):
         return np.concatenate([frames[name] for name in self.camera_names], axis=1)
 
     def close(self) -> None:
-        _close_renderers(self._renderers)
+        if self.scene_cameras is not None:
+            self.scene_cameras.close()
         if self._env is not None:
             self._env.close()
             self._env = None
@@ -344,12 +224,7 @@ class AIMMetaWorldEnv(gym.Env):
         default_size = (height, width) == (self.observation_height, self.observation_width)
         if default_size and self._frames is not None:
             return self._frames
-        renderer = self._get_renderer(height, width)
-        frames = {}
-        for name in self.camera_names:
-            renderer.update_scene(self._env.data, camera=self._camera_ids[name])
-            image = renderer.render()
-            frames[name] = np.ascontiguousarray(np.flip(image, (0, 1))) if self._flip[name] else image
+        frames = self.scene_cameras.render(self._env.data, height, width)
         if default_size:
             self._frames = frames
         return frames
@@ -359,14 +234,11 @@ class AIMMetaWorldEnv(gym.Env):
     ) -> CameraCalibration:
         """Calibration of camera ``name`` at the current step, for its stored (flipped) image."""
         self._ensure_env()
-        cam = self._camera_ids[name]
-        return CameraCalibration.from_mujoco(
-            fovy_deg=float(self._env.model.cam_fovy[cam]),
-            cam_xpos=self._env.data.cam_xpos[cam],
-            cam_xmat=self._env.data.cam_xmat[cam],
-            width=self.observation_width if width is None else int(width),
+        return self.scene_cameras.calibration(
+            self._env.data,
+            name,
             height=self.observation_height if height is None else int(height),
-            flip=self._flip[name],
+            width=self.observation_width if width is None else int(width),
         )
 
     @property
@@ -414,11 +286,9 @@ class AIMMetaWorldEnv(gym.Env):
 
     def _pick_main_body(self) -> None:
         """The object body with the geom nearest to MetaWorld's main-object position (raw_obs[4:7])."""
-        if not len(self._object_geoms):
-            return
-        positions = self._env.data.geom_xpos[self._object_geoms]
-        nearest = self._object_geoms[np.argmin(np.linalg.norm(positions - self._raw_obs[4:7], axis=1))]
-        self._main_body = int(self._env.model.geom_bodyid[nearest])
+        body = self.contact_geoms.nearest_object_body(self._env.model, self._env.data, self._raw_obs[4:7])
+        if body is not None:
+            self._main_body = body
 
     def _info(self, is_success: bool) -> dict[str, Any]:
         env = self._env
@@ -438,59 +308,9 @@ class AIMMetaWorldEnv(gym.Env):
             "gripper_opening": float(self._raw_obs[3]),
             "object_pos": self._raw_obs[4:7].copy(),
             "object_com": np.array(data.xipos[self._main_body], dtype=np.float64),
-            "contact": self._contacts(),
+            "contact": self.contact_geoms.contacts(self._mujoco, env.model, data, self._main_body),
             "cameras": cameras,
         }
-
-    def _contacts(self) -> dict[str, Any]:
-        mujoco = self._mujoco
-        model, data = self._env.model, self._env.data
-        gripper_points, support_points = [], []
-        pad_points: list[list[np.ndarray]] = [[], []]
-        pad_forces = np.zeros(2)
-        force = np.zeros(6)
-        body = model.geom_bodyid
-        for i in range(data.ncon):
-            contact = data.contact[i]
-            g1, g2 = int(contact.geom1), int(contact.geom2)
-            for a, b in ((g1, g2), (g2, g1)):
-                if self._gripper_geom[a] and self._object_geom[b]:
-                    gripper_points.append(contact.pos.copy())
-                    side = self._pad_side[a]
-                    if side >= 0:
-                        pad_points[side].append(contact.pos.copy())
-                        mujoco.mj_contactForce(model, data, i, force)
-                        pad_forces[side] += abs(force[0])
-                    break
-                if body[a] == self._main_body and body[b] != self._main_body and not self._robot_geom[b]:
-                    support_points.append(contact.pos.copy())
-                    break
-        return {
-            "pad_contacts": np.array([len(p) > 0 for p in pad_points]),
-            "gripper_object": bool(gripper_points),
-            "points": _pad_points(gripper_points),
-            "num_points": min(len(gripper_points), MAX_CONTACT_POINTS),
-            "pad_points": np.stack(
-                [np.mean(p, axis=0) if p else np.full(3, np.nan) for p in pad_points]
-            ).astype(np.float64),
-            "pad_forces": pad_forces,
-            "support_points": _pad_points(support_points),
-            "num_support_points": min(len(support_points), MAX_CONTACT_POINTS),
-        }
-
-
-def _close_renderers(renderers: dict) -> None:
-    while renderers:
-        _, renderer = renderers.popitem()
-        renderer.close()
-
-
-def _pad_points(points: list[np.ndarray]) -> np.ndarray:
-    out = np.full((MAX_CONTACT_POINTS, 3), np.nan)
-    if points:
-        stacked = np.asarray(points[:MAX_CONTACT_POINTS], dtype=np.float64)
-        out[: len(stacked)] = stacked
-    return out
 
 
 # ---- Vector envs, as LeRobot's create_metaworld_envs ----
@@ -521,8 +341,8 @@ def create_aim_metaworld_envs(
     out: dict[str, dict[int, Any]] = defaultdict(dict)
     spaces_cache = None
     for group, tasks in resolve_tasks(task).items():
-        for task_id, task_name in enumerate(tasks):
-            fns = [functools.partial(AIMMetaWorldEnv, task=task_name, **gym_kwargs) for _ in range(n_envs)]
+        for task_id, name in enumerate(tasks):
+            fns = [functools.partial(AIMMetaWorldEnv, task=name, **gym_kwargs) for _ in range(n_envs)]
             if lazy_cls is not None:
                 vec = lazy_cls(fns, *(spaces_cache or (None, None, None)))
                 spaces_cache = spaces_cache or (vec.observation_space, vec.action_space, vec.metadata)
@@ -532,3 +352,16 @@ def create_aim_metaworld_envs(
                 vec = gym.vector.SyncVectorEnv(fns)
             out[group][task_id] = vec
     return {group: dict(task_map) for group, task_map in out.items()}
+
+
+__all__ = [
+    "FLIPPED_CAMERAS",
+    "MAX_CONTACT_POINTS",
+    "METAWORLD_MAX_PATH_LENGTH",
+    "AIMMetaWorldEnv",
+    "create_aim_metaworld_envs",
+    "difficulty_groups",
+    "expert_policy_class_name",
+    "resolve_tasks",
+    "task_descriptions",
+]
