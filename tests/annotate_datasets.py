@@ -104,7 +104,7 @@ def quiet_create(root, repo_id, features, use_videos=True, robot_type="aloha_agi
 
 def build_robotwin_like(root: Path, head_columns: bool = False) -> Path:
     """Two arms, head + two wrist cameras; state = [xyz, quat, gripper] per arm (16), RoboTwin-like."""
-    from lerobot_aim.data.synthetic import quiet_libav
+    from lerobot_aim.data.dataset_io import quiet_libav
 
     features = {
         "observation.state": {"dtype": "float32", "shape": (16,), "names": None},
@@ -166,8 +166,8 @@ def tree_hashes(root: Path) -> dict[str, str]:
 POSES_FLAGS = dict(
     source="poses",
     ee_key="observation.state",
-    ee_slices="0:3;8:11",
+    ee_slices=[[0, 3], [8, 11]],
     gripper_key="observation.state",
-    gripper_indices="7,15",
+    gripper_indices=[7, 15],
     gripper_closed_is_low=True,
 )

@@ -71,7 +71,11 @@ def test_errors_name_what_to_set(source, tmp_path):
     with pytest.raises(AnnotationError, match=r"\['top_cam'\].*not in the dataset"):
         annotate_dataset(
             AnnotateConfig(
-                **base, output_root=str(out), calibration=str(calib), cameras="head,top_cam", **POSES_FLAGS
+                **base,
+                output_root=str(out),
+                calibration=str(calib),
+                cameras=["head", "top_cam"],
+                **POSES_FLAGS,
             )
         )
     with pytest.raises(AnnotationError, match="gripper_indices"):
@@ -80,7 +84,7 @@ def test_errors_name_what_to_set(source, tmp_path):
                 **base,
                 output_root=str(out),
                 calibration=str(calib),
-                **{**POSES_FLAGS, "gripper_indices": "7"},
+                **{**POSES_FLAGS, "gripper_indices": [7]},
             )
         )
     assert not out.exists() and not list(tmp_path.glob(".never*"))
@@ -88,7 +92,7 @@ def test_errors_name_what_to_set(source, tmp_path):
 
 def test_calibration_yaml_forms(tmp_path):
     """4x4 / camera-to-world extrinsics, flips and a K given for another resolution all load."""
-    from lerobot_aim.data.annotate import _rescale_intrinsics, load_calibration_yaml
+    from lerobot_aim.data.calibration import load_calibration_yaml, rescale_intrinsics
 
     pose = np.linalg.inv(np.vstack([HEAD_RT, [0, 0, 0, 1]]))  # camera-to-world
     path = tmp_path / "c.yaml"
@@ -105,7 +109,7 @@ def test_calibration_yaml_forms(tmp_path):
     # A K for a 2x larger image, rescaled: a point lands at the same place, pixel-centre convention.
     big = np.diag([2.0, 2.0, 1.0]) @ HEAD_K
     big[:2, 2] = (HEAD_K[:2, 2] + 0.5) * 2 - 0.5
-    np.testing.assert_allclose(_rescale_intrinsics(big, (2 * H, 2 * W), (H, W)), HEAD_K, atol=1e-9)
+    np.testing.assert_allclose(rescale_intrinsics(big, (2 * H, 2 * W), (H, W)), HEAD_K, atol=1e-9)
     (tmp_path / "bad.yaml").write_text("head: {K: [1, 2, 3]}\n")
     with pytest.raises(AnnotationError, match="extrinsics"):
         load_calibration_yaml(tmp_path / "bad.yaml")
@@ -140,7 +144,7 @@ def test_overwrite_replaces_only_a_dataset(source, tmp_path):
         output_repo_id="local/replaced",
         output_root=str(out),
         calibration=str(calib),
-        cameras="head",
+        cameras=["head"],
         overwrite=True,
         **POSES_FLAGS,
     )
@@ -169,9 +173,9 @@ def poses_argv(root: Path, out: Path, calibration: Path) -> list[str]:
         f"--output_root={out}",
         "--source=poses",
         "--ee_key=observation.state",
-        "--ee_slices=0:3;8:11",
+        "--ee_slices=[[0,3],[8,11]]",
         "--gripper_key=observation.state",
-        "--gripper_indices=7,15",
+        "--gripper_indices=[7,15]",
         "--gripper_closed_is_low=true",
         f"--calibration={calibration}",
     ]

@@ -112,14 +112,17 @@ def converted(raw, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def annotated(converted, tmp_path_factory):
+    import draccus
+
     out = tmp_path_factory.mktemp("robotwin_aim") / "aim"
-    flags = dict(flag.removeprefix("--").split("=", 1) for flag in robotwin.ANNOTATE_FLAGS)
-    flags["gripper_closed_is_low"] = flags["gripper_closed_is_low"] == "true"
-    summary = annotate_dataset(
-        AnnotateConfig(
-            repo_id=SRC_REPO, root=str(converted), output_repo_id=AIM_REPO, output_root=str(out), **flags
-        )
-    )
+    # The flags the converter prints, parsed as lerobot-aim-annotate parses its command line.
+    args = [
+        f"--repo_id={SRC_REPO}",
+        f"--root={converted}",
+        f"--output_repo_id={AIM_REPO}",
+        f"--output_root={out}",
+    ]
+    summary = annotate_dataset(draccus.parse(AnnotateConfig, args=[*args, *robotwin.ANNOTATE_FLAGS]))
     return out, summary
 
 
@@ -312,7 +315,7 @@ def test_value_maps_peak_where_the_known_points_project(annotated):
 def test_annotate_errors_name_what_to_provide(converted, tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
-    from lerobot_aim.data.annotate import _setup_cameras
+    from lerobot_aim.data.calibration import setup_cameras
 
     out = tmp_path / "never"
     with pytest.raises(AnnotationError) as error:  # no ee flags: the default feature is absent
@@ -328,7 +331,7 @@ def test_annotate_errors_name_what_to_provide(converted, tmp_path):
     features.pop(schema.intrinsics_key("head_camera"))
     cfg = AnnotateConfig(repo_id=SRC_REPO, output_repo_id="x/y")
     with pytest.raises(AnnotationError) as error:
-        _setup_cameras(cfg, features, list(CAMERAS))
+        setup_cameras(cfg, features, list(CAMERAS))
     message = str(error.value)
     assert "['head_camera']" in message and schema.intrinsics_key("head_camera") in message
     assert "--calibration=calib.yaml" in message and "extrinsics:" in message
@@ -640,9 +643,9 @@ def test_annotate_from_joint_positions_with_fk(tmp_path):
     out = tmp_path / "arm_aim"
     cmd = [
         sys.executable, "-m", "lerobot_aim.data.annotate", "--repo_id=local/arm", f"--root={src}",
-        "--output_repo_id=local/arm_aim", f"--output_root={out}", "--source=poses", f"--fk_urdf={urdf}",
-        "--fk_frame=tcp", "--joint_slices=0:2", "--joint_units=deg", "--gripper_key=observation.state",
-        "--gripper_indices=2", "--gripper_closed_is_low=true", f"--calibration={calib}",
+        "--output_repo_id=local/arm_aim", f"--output_root={out}", "--source=poses", f"--fk_urdf=[{urdf}]",
+        "--fk_frame=[tcp]", "--joint_slices=[[0,2]]", "--joint_units=deg", "--gripper_key=observation.state",
+        "--gripper_indices=[2]", "--gripper_closed_is_low=true", f"--calibration={calib}",
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
@@ -657,4 +660,4 @@ def test_annotate_from_joint_positions_with_fk(tmp_path):
         iu, iv = int(round(u)), int(round(v))
         assert value[iv, iu] > 0.9 and value[iv, iu] >= value.max() - 0.05, (t, value[iv, iu], value.max())
     with pytest.raises(AnnotationError, match="--fk_frame"):
-        AnnotateConfig(repo_id="local/arm", output_repo_id="x/y", fk_urdf=str(urdf))
+        AnnotateConfig(repo_id="local/arm", output_repo_id="x/y", fk_urdf=[str(urdf)])

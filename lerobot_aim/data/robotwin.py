@@ -3,6 +3,8 @@
     python -m lerobot_aim.data.robotwin --raw_dir=<RoboTwin>/data/beat_block_hammer/demo_clean \\
         --repo_id=me/robotwin_beat_block_hammer [--root=<folder>] [--action_mode=joint|ee]
 
+(flags: :class:`lerobot_aim.data.configs.RobotwinConvertConfig`).
+
 RoboTwin's collector writes ``<raw_dir>/data/episode<i>.hdf5`` (and ``<raw_dir>/instructions/episode<i>.json``)
 holding, for every step, what its ``get_obs()`` returns: per camera ``observation/<cam>/rgb`` (JPEG
 bytes written by ``cv2.imencode``), ``intrinsic_cv`` (3x3) and ``extrinsic_cv`` (3x4, world to
@@ -28,21 +30,23 @@ a policy trained on it without renaming:
   ``--instruction=seen`` / ``unseen`` the episode's first instruction of that kind.
 """
 
-from __future__ import annotations
-
-import argparse
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+from lerobot.configs import parser
 
+from lerobot_aim.cli import run_command
 from lerobot_aim.data import schema
+from lerobot_aim.data.configs import ROBOTWIN_CAMERAS, ROBOTWIN_COMMAND, RobotwinConvertConfig
+from lerobot_aim.data.dataset_io import quiet_libav, resolve_root
+from lerobot_aim.data.errors import ConvertError
 
 logger = logging.getLogger(__name__)
 
-CAMERAS = ("head_camera", "left_camera", "right_camera")
+CAMERAS = ROBOTWIN_CAMERAS
 FPS = 25  # LeRobot's RoboTwinEnvConfig.fps
 ARM_NAMES = [f"{arm}_{j}" for arm in ("left", "right") for j in [*(f"joint{i}" for i in range(6)), "gripper"]]
 ENDPOSE_NAMES = [
@@ -53,9 +57,9 @@ ENDPOSE_KEY = "observation.endpose"
 ANNOTATE_FLAGS = (
     "--source=poses",
     f"--ee_key={ENDPOSE_KEY}",
-    "--ee_slices=0:3;8:11",
+    "--ee_slices=[[0,3],[8,11]]",
     f"--gripper_key={ENDPOSE_KEY}",
-    "--gripper_indices=7,15",
+    "--gripper_indices=[7,15]",
     "--gripper_closed_is_low=true",
 )
 
@@ -174,8 +178,6 @@ def convert_episodes(
     from lerobot.configs.video import RGBEncoderConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from lerobot_aim.data.synthetic import quiet_libav
-
     dataset = None
     with quiet_libav():
         for index, (episode, task) in enumerate(episodes):
@@ -214,49 +216,49 @@ def episode_task(raw_dir: Path, index: int, task_name: str, instruction: str) ->
     return str(options[0])
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw_dir", required=True, help="RoboTwin's data/<task>/<task_config> folder")
-    parser.add_argument("--repo_id", required=True)
-    parser.add_argument("--root", default=None, help="output folder (default: $HF_LEROBOT_HOME/<repo_id>)")
-    parser.add_argument("--task_name", default=None, help="default: the name of raw_dir's parent folder")
-    parser.add_argument("--action_mode", choices=("joint", "ee"), default="joint")
-    parser.add_argument("--instruction", choices=("task", "seen", "unseen"), default="task")
-    parser.add_argument("--cameras", default=",".join(CAMERAS))
-    parser.add_argument("--max_episodes", type=int, default=None)
-    parser.add_argument("--vcodec", default="h264")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-
+@parser.wrap()
+def convert(cfg: RobotwinConvertConfig) -> Path:
+    """Convert RoboTwin's HDF5 episodes under ``cfg.raw_dir``; returns the dataset's folder."""
     try:
         import h5py
     except ImportError:
-        raise SystemExit("Reading RoboTwin's HDF5 files needs h5py: pip install h5py") from None
-    from lerobot.utils.constants import HF_LEROBOT_HOME
+        raise ConvertError("Reading RoboTwin's HDF5 files needs h5py: pip install h5py") from None
 
-    raw_dir = Path(args.raw_dir)
+    raw_dir = Path(cfg.raw_dir)
     files = sorted(
         (raw_dir / "data").glob("episode*.hdf5"), key=lambda p: int(p.stem.removeprefix("episode"))
     )
     if not files:
-        raise SystemExit(f"No episode*.hdf5 under {raw_dir / 'data'}.")
-    files = files[: args.max_episodes]
-    task_name = args.task_name or raw_dir.resolve().parent.name
-    root = Path(args.root) if args.root else Path(HF_LEROBOT_HOME) / args.repo_id
+        raise ConvertError(
+            f"No episode*.hdf5 under {raw_dir / 'data'}: --raw_dir is RoboTwin's data/<task>/<config>."
+        )
+    files = files[: cfg.max_episodes]
+    task_name = cfg.task_name or raw_dir.resolve().parent.name
+    root = resolve_root(cfg.root, cfg.repo_id)
+    if root.exists():
+        raise ConvertError(f"{root} already exists: choose another --root / --repo_id.")
 
     def episodes():
         for path in files:
             index = int(path.stem.removeprefix("episode"))
             with h5py.File(path, "r") as f:
-                yield f, episode_task(raw_dir, index, task_name, args.instruction)
+                yield f, episode_task(raw_dir, index, task_name, cfg.instruction)
 
-    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
-    convert_episodes(episodes(), args.repo_id, root, cameras, args.action_mode, vcodec=args.vcodec)
-    print(f"Wrote {args.repo_id} at {root} ({len(files)} episodes). Value maps next:")
+    convert_episodes(episodes(), cfg.repo_id, root, tuple(cfg.cameras), cfg.action_mode, vcodec=cfg.vcodec)
+    print(f"Wrote {cfg.repo_id} at {root} ({len(files)} episodes). Value maps next:")
     print(
-        f"  lerobot-aim-annotate --repo_id={args.repo_id} --root={root} --output_repo_id={args.repo_id}_aim \\"
+        f"  lerobot-aim-annotate --repo_id={cfg.repo_id} --root={root} --output_repo_id={cfg.repo_id}_aim \\"
     )
-    print("      " + " ".join(f'"{flag}"' if ";" in flag else flag for flag in ANNOTATE_FLAGS))
+    print("      " + " ".join(f'"{flag}"' if "[" in flag else flag for flag in ANNOTATE_FLAGS))
+    return root
+
+
+def main() -> None:
+    """Console entry point (``python -m lerobot_aim.data.robotwin``)."""
+    from lerobot.utils.utils import init_logging
+
+    init_logging()
+    run_command(convert, ROBOTWIN_COMMAND)
 
 
 if __name__ == "__main__":

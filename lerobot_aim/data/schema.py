@@ -24,10 +24,13 @@ Schema versions:
 
 from __future__ import annotations
 
+import numpy as np
+from lerobot.utils.constants import OBS_IMAGES
+
 SCHEMA_VERSION = 2
 SCHEMA_INFO = "aim.value_map_schema"
 HEAD_CAMERA_INFO = "aim.head_camera"
-IMAGES_PREFIX = "observation.images."
+IMAGES_PREFIX = OBS_IMAGES + "."  # LeRobot's camera features: observation.images.<cam>
 VALUE_MAPS_PREFIX = "observation.value_maps."
 MASK_ALIAS_PREFIX = "observation.masks."
 CAMERA_PREFIX = "observation.camera."
@@ -48,6 +51,17 @@ def intrinsics_key(camera: str) -> str:
 
 def extrinsics_key(camera: str) -> str:
     return f"{CAMERA_PREFIX}{camera}.extrinsics"
+
+
+def value_map_frame(value_map: np.ndarray) -> np.ndarray:
+    """A value map (H, W) in [0, 1] as the dataset stores it: (H, W, 3) uint8, grey in 3 channels."""
+    grey = np.round(np.clip(value_map, 0.0, 1.0) * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def image_cameras(features: dict) -> list[str]:
+    """Cameras with an image feature (``observation.images.<cam>``), in feature order."""
+    return [k.removeprefix(IMAGES_PREFIX) for k in features if k.startswith(IMAGES_PREFIX)]
 
 
 def value_map_features(cameras: list[str], height: int, width: int, head_camera: str | None = None) -> dict:
@@ -75,7 +89,7 @@ def calibration_features(cameras: list[str]) -> dict:
 
 def dataset_cameras(features: dict) -> list[str]:
     """Cameras with images in a dataset's features, the head camera first when recorded."""
-    cams = [k.removeprefix(IMAGES_PREFIX) for k in features if k.startswith(IMAGES_PREFIX)]
+    cams = image_cameras(features)
     head = head_camera(features)
     return sorted(cams, key=lambda c: (c != head, cams.index(c)))
 
@@ -98,7 +112,7 @@ def value_map_schema(features: dict, camera: str) -> int | None:
 def check_value_maps(features: dict, cameras: list[str], source: str = "the dataset") -> None:
     """Refuse, with what to do, a dataset that lacks images or value maps of the configured cameras,
     or whose value maps were written under an older schema (wrong head-camera maps)."""
-    have_images = {k.removeprefix(IMAGES_PREFIX) for k in features if k.startswith(IMAGES_PREFIX)}
+    have_images = set(image_cameras(features))
     missing = [c for c in cameras if c not in have_images]
     if missing:
         raise ValueError(
@@ -227,8 +241,6 @@ def pad_points(points_per_arm, max_points: int):
     ``points_per_arm``: one (N_a, 3) array per arm (a single arm: ``[points]``); points beyond
     ``max_points`` per arm are dropped. Returns ``(len(points_per_arm) * max_points * 3,)``.
     """
-    import numpy as np
-
     out = np.full((len(points_per_arm), max_points, 3), np.nan, dtype=np.float32)
     for arm, points in enumerate(points_per_arm):
         points = np.asarray(points, dtype=np.float32).reshape(-1, 3)[:max_points]
