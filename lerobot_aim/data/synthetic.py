@@ -24,8 +24,6 @@ gives the ground truth (positions, grasp step) that tests check the written fram
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lerobot_aim.data import schema
+from lerobot_aim.data.dataset_io import check_value_map_info, quiet_libav
 
 if TYPE_CHECKING:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -186,9 +185,7 @@ def render_value_map(
     """Value map ``(H, W, 3)`` uint8 of step ``t``: a Gaussian (peak 255) at the next interaction region."""
     xy = _pixel_world_coords(K, Rt, image_size)
     d2 = np.sum((xy - ep.interaction_target(t)) ** 2, axis=-1)
-    value = np.exp(-0.5 * d2 / VALUE_SIGMA**2)
-    grey = np.round(value * 255).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
+    return schema.value_map_frame(np.exp(-0.5 * d2 / VALUE_SIGMA**2))
 
 
 # ── Dataset ─────────────────────────────────────────────────────────────
@@ -299,45 +296,3 @@ def make_synthetic_dataset(
 
     check_value_map_info(root, features)
     return LeRobotDataset(repo_id, root=root)
-
-
-@contextlib.contextmanager
-def quiet_libav():
-    """Silence FFmpeg's info chatter while LeRobot encodes.
-
-    LeRobot's ``encode_video_frames`` ends with ``av.logging.restore_default_callback()``, which hands
-    PyAV's bundled FFmpeg back its own terminal logger at level INFO, so every later encode prints
-    libx264's statistics. Lower that level to ERROR while writing, then restore FFmpeg's default (INFO).
-    """
-    import av.logging
-
-    av.logging.set_libav_level(av.logging.ERROR)
-    try:
-        yield
-    finally:
-        av.logging.set_libav_level(av.logging.INFO)
-
-
-def check_value_map_info(root: Path, features: dict) -> None:
-    """Make sure each value-map feature's ``info`` (AIM's schema keys) made it into ``meta/info.json``.
-
-    LeRobot 0.6.1 keeps it: ``LeRobotDatasetMetadata.update_video_info`` (run when episode 0's video
-    is written) merges the probed ``video.*`` entries into the existing ``info`` dict rather than
-    replacing it, and image features keep ``info`` as given. Should a LeRobot version replace it,
-    re-merge it here and rewrite ``info.json`` so that the schema survives.
-    """
-    from lerobot.datasets.io_utils import load_info, write_info
-
-    info = load_info(root)
-    changed = False
-    for key, ft in features.items():
-        if not key.startswith(schema.VALUE_MAPS_PREFIX):
-            continue
-        stored = info.features[key].get("info") or {}
-        missing = {k: v for k, v in ft["info"].items() if stored.get(k) != v}
-        if missing:
-            info.features[key]["info"] = {**stored, **missing}
-            changed = True
-    if changed:
-        logging.getLogger(__name__).warning("LeRobot dropped the value-map schema info; restored it.")
-        write_info(info, root)
