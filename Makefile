@@ -7,6 +7,7 @@ PYTHON312 ?= $(shell for c in python3.12 "$$(pyenv root 2>/dev/null)/versions/3.
 	$$(ls -d "$$(pyenv root 2>/dev/null)"/versions/3.12.*/bin/python3.12 2>/dev/null); do \
 	"$$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 PYTEST_ARGS ?=
+# Flags of examples/demo.py, e.g. DEMO_ARGS="--task=drawer-close-v3 --seed=1" or "--quick=true".
 DEMO_ARGS ?=
 
 .PHONY: venv test lint demo clean

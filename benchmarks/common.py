@@ -1,4 +1,6 @@
-"""Shared by the benchmark scripts: the machine a result came from, and where results go."""
+"""Shared by the benchmark scripts: the machine a result came from, where results go, and the checks of
+the settings they share (a refused setting is an :class:`InputError`, printed as one line by
+:func:`lerobot_aim.cli.run_command`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import time
 from pathlib import Path
 
 import torch
+
+from lerobot_aim.cli import InputError
+from lerobot_aim.configuration_aim import preset_path
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -45,3 +50,32 @@ def write(name: str, result: dict, table: str, results: Path = RESULTS) -> Path:
     path = results / f"{name}.md"
     path.write_text(header + table + "\n")
     return path
+
+
+class BenchmarkInputError(InputError):
+    """A benchmark setting that cannot work, with what to pass instead."""
+
+
+def check_preset(name: str, choices: list[str] | None = None) -> None:
+    """Refuse a ``--preset`` without a config file under ``configs/`` (or outside ``choices``)."""
+    if choices is not None and name not in choices:
+        raise BenchmarkInputError(f"--preset={name}: this benchmark runs one of {', '.join(choices)}.")
+    try:
+        preset_path(name)
+    except ValueError as error:
+        raise BenchmarkInputError(f"--preset={name}: {error}") from None
+
+
+def check_device(device: str) -> None:
+    """Refuse a ``--device`` other than cpu or cuda, and cuda where there is none."""
+    if device not in ("cpu", "cuda"):
+        raise BenchmarkInputError(f"--device={device}: pass --device=cpu or --device=cuda.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkInputError("--device=cuda: no CUDA device here; pass --device=cpu.")
+
+
+def check_at_least_one(**settings: int) -> None:
+    """Refuse counts (steps, repeats, episodes, ...) below 1, naming each flag."""
+    bad = [f"--{name}={value}" for name, value in settings.items() if value < 1]
+    if bad:
+        raise BenchmarkInputError(f"{', '.join(bad)}: must be at least 1.")

@@ -1,7 +1,7 @@
 """Training and inference memory of the AIM presets, per GPU count and memory setting.
 
     python -m benchmarks.memory                       # aim_wan22_5b and its variants, 1-8 GPUs
-    python -m benchmarks.memory --measure_width full  # activations at the preset's own width (slow)
+    python -m benchmarks.memory --measure_width=full  # activations at the preset's own width (slow)
 
 What is measured, and how it is scaled:
 
@@ -28,18 +28,18 @@ fp32 master weights, fp32 gradients and fp32 moments of the trained weights (acc
 unsharded unit at a time. Writes ``results/memory_<preset>.{json,md}``.
 """
 
-from __future__ import annotations
-
-import argparse
+from dataclasses import dataclass, field
 
 import torch
+from lerobot.configs import parser
 from torch import nn
 
 from benchmarks.chunk_latency import inputs
-from benchmarks.common import write
+from benchmarks.common import BenchmarkInputError, check_at_least_one, check_preset, write
 from benchmarks.param_count import latent_channels
 from benchmarks.wan22_local import UMT5_XXL, WAN22_VAE
 from lerobot_aim import load_preset
+from lerobot_aim.cli import run_command
 from lerobot_aim.model import AIMTransformer
 
 GIB = 2**30
@@ -54,6 +54,44 @@ VARIANTS = {
 }
 
 
+@dataclass
+class MemoryConfig:
+    # Preset whose memory is estimated (a config under configs/).
+    preset: str = "aim_wan22_5b"
+    # GPU counts of the table.
+    gpus: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    # Depths the activations are measured at: the first two fit the per-layer slope, the others check it.
+    measure_layers: list[int] = field(default_factory=lambda: [1, 2, 4])
+    # Width the activations are measured at: "full" (the preset's) or a number of 128-wide heads.
+    measure_width: str = "4"
+    # Action dimension.
+    action_dim: int = 14
+
+    def __post_init__(self) -> None:
+        check_preset(self.preset)
+        check_at_least_one(action_dim=self.action_dim)
+        if not self.gpus or min(self.gpus) < 1:
+            raise BenchmarkInputError(
+                f"--gpus={self.gpus}: pass GPU counts of at least 1, e.g. --gpus=[1,2,4,8]."
+            )
+        if len(set(self.measure_layers)) < 2 or min(self.measure_layers) < 1:
+            raise BenchmarkInputError(
+                f"--measure_layers={self.measure_layers}: pass at least two different depths of at least 1 "
+                "(the first two fit the per-layer slope), e.g. --measure_layers=[1,2,4]."
+            )
+        if self.measure_width != "full" and not (
+            self.measure_width.isdigit() and int(self.measure_width) > 0
+        ):
+            raise BenchmarkInputError(
+                f"--measure_width={self.measure_width}: pass full (the preset's width) or a number of heads of 128."
+            )
+
+    @property
+    def heads(self) -> int | None:
+        """Heads of 128 the activations are measured at (None: the preset's own width)."""
+        return None if self.measure_width == "full" else int(self.measure_width)
+
+
 class LatentLoss(nn.Module):
     """AIM's Stage I loss on fixed random latents of a preset's shapes (no codec, no text encoder), as
     a module lerobot-train's ``update_policy`` can step: ``forward(batch)`` returns (loss, logs)."""
@@ -64,9 +102,7 @@ class LatentLoss(nn.Module):
 
         self.model = model
         device, dtype = next(model.parameters()).device, DTYPES[model.config.dtype]
-        self.context, self.noise = inputs(
-            model.config, action_dim, batch, views, device, dtype
-        )
+        self.context, self.noise = inputs(model.config, action_dim, batch, views, device, dtype)
         self.sigma = torch.full((batch,), 0.5, device=device)
 
     def forward(self, batch=None):
@@ -129,8 +165,14 @@ def lerobot_update(module: nn.Module, config, profile: bool = False) -> dict:
     numel = {}
     for p in module.parameters():
         numel[str(p.dtype)] = numel.get(str(p.dtype), 0) + p.numel()
-    return {"numel": numel, "weights": weights, "grads": grads, "optimizer": states, "peaks": peaks,
-            "loss": tracker.loss.val}  # fmt: skip
+    return {
+        "numel": numel,
+        "weights": weights,
+        "grads": grads,
+        "optimizer": states,
+        "peaks": peaks,
+        "loss": tracker.loss.val,
+    }
 
 
 def profile_peaks(step) -> dict[str, int]:
@@ -164,8 +206,12 @@ def activation_gib_per_layer(
         overrides = {**base, "num_layers": layers, "device": "cpu"}
         if heads is not None:
             width = heads * 128  # every width scaled by width / 3072, as the preset's ratios
-            overrides.update(num_attention_heads=heads, ffn_dim=width * 14336 // 3072,
-                             action_width=width // 3, action_ffn_dim=4 * (width // 3))  # fmt: skip
+            overrides.update(
+                num_attention_heads=heads,
+                ffn_dim=width * 14336 // 3072,
+                action_width=width // 3,
+                action_ffn_dim=4 * (width // 3),
+            )
         config = load_preset(preset, **overrides)
         torch.manual_seed(0)
         peaks = lerobot_update(LatentLoss(build(config, action_dim), action_dim), config, profile=True)[
@@ -176,8 +222,13 @@ def activation_gib_per_layer(
     slope = (a1 - a0) / (l1 - l0)
     scale = 1.0 if heads is None else load_preset(preset).num_attention_heads / heads
     check = {n: (a - (a0 + slope * (n - l0))) / a for n, a in measured.items() if n not in (l0, l1)}
-    return {"measured_gib": measured, "per_layer_gib": slope * scale, "base_gib": (a0 - slope * l0) * scale,
-            "width_scale": scale, "linear_fit_relative_error": check}  # fmt: skip
+    return {
+        "measured_gib": measured,
+        "per_layer_gib": slope * scale,
+        "base_gib": (a0 - slope * l0) * scale,
+        "width_scale": scale,
+        "linear_fit_relative_error": check,
+    }
 
 
 def bf16_unchanged_fraction(config) -> float:
@@ -218,6 +269,11 @@ def frozen_encoder_gib(dtype_bytes: int) -> dict:
     }
 
 
+def dtype_bytes(name: str) -> int:
+    """Bytes per element of a dtype named as ``str(torch.bfloat16)`` or ``"bfloat16"``."""
+    return torch.empty(0, dtype=getattr(torch, name.removeprefix("torch."))).element_size()
+
+
 def rows(
     preset: str, per_weight: dict, activations: dict, frozen: dict, gpus: list[int], action_dim: int
 ) -> list[dict]:
@@ -230,8 +286,7 @@ def rows(
         layers = config.num_layers
         act = activations["base_gib"] + activations["per_layer_gib"] * layers
         trained = sum(counts["trained"].values())
-        frozen_net = sum(n * torch.empty(0, dtype=getattr(torch, d.removeprefix("torch."))).element_size()
-                         for d, n in counts["frozen"].items()) / GIB  # fmt: skip
+        frozen_net = sum(n * dtype_bytes(d) for d, n in counts["frozen"].items()) / GIB
 
         weights, grads, optim = (  # lerobot-train's bytes for the trained weights, from the measured ratios
             sum(n * per_weight[kind][d] / per_weight["numel"][d] for d, n in counts["trained"].items()) / GIB
@@ -243,76 +298,114 @@ def rows(
             settings = {
                 "lerobot-train (1 GPU; DDP)": (weights + frozen_net, grads + ddp_buckets, optim),
                 "FSDP2 mixed precision": (
-                    (trained * 4 + frozen_net * GIB) / GIB / n, trained * 4 / GIB / n, trained * 8 / GIB / n),
+                    (trained * 4 + frozen_net * GIB) / GIB / n,
+                    trained * 4 / GIB / n,
+                    trained * 8 / GIB / n,
+                ),
                 "FSDP2 + CPU offload": (0.0, 0.0, 0.0),
-            }  # fmt: skip
+            }
             for setting, (w, g, o) in settings.items():
                 total = w + g + o + act + encoders
-                out.append({"variant": variant, "setting": setting, "gpus": n, "trained_params_b": trained / 1e9,
-                            "weights_gib": w, "grads_gib": g, "optimizer_gib": o, "activations_gib": act,
-                            "frozen_encoders_gib": encoders, "total_gib": total,
-                            "fits_80gb": total < GPU_GIB["80 GB"]})  # fmt: skip
-        out.append({"variant": variant, "setting": "inference (bf16 weights)", "gpus": 1,
-                    "trained_params_b": 0.0, "weights_gib": inference - encoders, "grads_gib": 0.0,
-                    "optimizer_gib": 0.0, "activations_gib": None,
-                    "frozen_encoders_gib": encoders, "total_gib": inference,
-                    "fits_80gb": True, "fits_24gb": inference < GPU_GIB["24 GB"],
-                    "fits_24gb_umt5_on_cpu": inference - frozen["umt5_gib"] < GPU_GIB["24 GB"]})  # fmt: skip
+                out.append(
+                    {
+                        "variant": variant,
+                        "setting": setting,
+                        "gpus": n,
+                        "trained_params_b": trained / 1e9,
+                        "weights_gib": w,
+                        "grads_gib": g,
+                        "optimizer_gib": o,
+                        "activations_gib": act,
+                        "frozen_encoders_gib": encoders,
+                        "total_gib": total,
+                        "fits_80gb": total < GPU_GIB["80 GB"],
+                    }
+                )
+        out.append(
+            {
+                "variant": variant,
+                "setting": "inference (bf16 weights)",
+                "gpus": 1,
+                "trained_params_b": 0.0,
+                "weights_gib": inference - encoders,
+                "grads_gib": 0.0,
+                "optimizer_gib": 0.0,
+                "activations_gib": None,
+                "frozen_encoders_gib": encoders,
+                "total_gib": inference,
+                "fits_80gb": True,
+                "fits_24gb": inference < GPU_GIB["24 GB"],
+                "fits_24gb_umt5_on_cpu": inference - frozen["umt5_gib"] < GPU_GIB["24 GB"],
+            }
+        )
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="aim_wan22_5b")
-    parser.add_argument("--gpus", default="1,2,4,8")
-    parser.add_argument("--measure_layers", default="1,2,4", help="the first two fit, the others check")
-    parser.add_argument(
-        "--measure_width", default="4", help="'full', or heads of 128 to measure activations at"
+def table_row(r: dict) -> str:
+    """One row of the table (the inference rows also say whether they fit a 24 GB card)."""
+    activations = "not measured" if r["activations_gib"] is None else round(r["activations_gib"], 2)
+    fits = "yes" if r["fits_80gb"] else "no"
+    if "fits_24gb" in r:
+        fits += (
+            f" (24 GB: {'yes' if r['fits_24gb'] else 'no'}; "
+            f"UMT5 on CPU: {'yes' if r['fits_24gb_umt5_on_cpu'] else 'no'})"
+        )
+    return (
+        f"| {r['variant']} | {r['setting']} | {r['gpus']} | {r['trained_params_b']:.2f} | {r['weights_gib']:.1f} | "
+        f"{r['grads_gib']:.1f} | {r['optimizer_gib']:.1f} | {activations} | "
+        f"{r['frozen_encoders_gib']:.1f} | {r['total_gib']:.1f} | {fits} |"
     )
-    parser.add_argument("--action_dim", type=int, default=14)
-    args = parser.parse_args()
 
-    config = load_preset(args.preset, device="cpu")
-    narrow = load_preset(args.preset, device="cpu", num_layers=1, num_attention_heads=2, ffn_dim=512,
-                         action_width=128, action_ffn_dim=256)  # fmt: skip
-    torch.manual_seed(0)
-    per_weight = lerobot_update(LatentLoss(build(narrow, args.action_dim), args.action_dim), narrow)
-    heads = None if args.measure_width == "full" else int(args.measure_width)
-    activations = activation_gib_per_layer(args.preset, [int(x) for x in args.measure_layers.split(",")], heads,
-                                           args.action_dim)  # fmt: skip
-    dtype_bytes = torch.empty(0, dtype=getattr(torch, config.dtype)).element_size()
-    frozen = frozen_encoder_gib(dtype_bytes)
-    table_rows = rows(args.preset, per_weight, activations, frozen, [int(x) for x in args.gpus.split(",")],
-                      args.action_dim)  # fmt: skip
-    bytes_per_weight = {d: {k: per_weight[k].get(d, 0) / n for k in ("weights", "grads", "optimizer")}
-                        for d, n in per_weight["numel"].items()}  # fmt: skip
-    header = (
-        f"lerobot-train keeps, per weight (bytes, measured): {bytes_per_weight}\n\n"
-        f"Activations per sample (GiB, measured at depths {args.measure_layers}, width "
-        f"{args.measure_width}): {activations}\n\nFrozen encoders: {frozen}\n\n"
-        "| variant | setting | GPUs | trained (B) | weights | grads | optimizer | activations/sample | "
-        "UMT5+VAE | total per GPU (GiB) | fits 80 GB |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+
+@parser.wrap()
+def memory(cfg: MemoryConfig) -> dict:
+    config = load_preset(cfg.preset, device="cpu")
+    narrow = load_preset(
+        cfg.preset,
+        device="cpu",
+        num_layers=1,
+        num_attention_heads=2,
+        ffn_dim=512,
+        action_width=128,
+        action_ffn_dim=256,
     )
+    torch.manual_seed(0)
+    per_weight = lerobot_update(LatentLoss(build(narrow, cfg.action_dim), cfg.action_dim), narrow)
+    activations = activation_gib_per_layer(cfg.preset, cfg.measure_layers, cfg.heads, cfg.action_dim)
+    frozen = frozen_encoder_gib(dtype_bytes(config.dtype))
+    table_rows = rows(cfg.preset, per_weight, activations, frozen, cfg.gpus, cfg.action_dim)
+    bytes_per_weight = {
+        d: {k: per_weight[k].get(d, 0) / n for k in ("weights", "grads", "optimizer")}
+        for d, n in per_weight["numel"].items()
+    }
     unchanged = bf16_unchanged_fraction(config)
     header = (
         f"One AdamW step at lr {config.optimizer_lr:g} leaves {100 * unchanged:.0f}% of a bf16 3072 x 3072 weight "
         "unchanged (measured): pure-bf16 training loses most updates; FSDP2 mixed precision keeps fp32 "
-        "master weights.\n\n" + header
+        "master weights.\n\n"
+        f"lerobot-train keeps, per weight (bytes, measured): {bytes_per_weight}\n\n"
+        f"Activations per sample (GiB, measured at depths {','.join(map(str, cfg.measure_layers))}, width "
+        f"{cfg.measure_width}): {activations}\n\nFrozen encoders: {frozen}\n\n"
+        "| variant | setting | GPUs | trained (B) | weights | grads | optimizer | activations/sample | "
+        "UMT5+VAE | total per GPU (GiB) | fits 80 GB |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
-    table = header + "\n".join(
-        f"| {r['variant']} | {r['setting']} | {r['gpus']} | {r['trained_params_b']:.2f} | {r['weights_gib']:.1f} | "
-        f"{r['grads_gib']:.1f} | {r['optimizer_gib']:.1f} | {'not measured' if r['activations_gib'] is None else round(r['activations_gib'], 2)} | "
-        f"{r['frozen_encoders_gib']:.1f} | {r['total_gib']:.1f} | {'yes' if r['fits_80gb'] else 'no'}"
-        + (f" (24 GB: {'yes' if r['fits_24gb'] else 'no'}; UMT5 on CPU: "
-           f"{'yes' if r['fits_24gb_umt5_on_cpu'] else 'no'})" if "fits_24gb" in r else "")
-        + " |"
-        for r in table_rows
-    )  # fmt: skip
-    path = write(f"memory_{args.preset}", {"preset": args.preset, "bytes_per_weight": bytes_per_weight, "bf16_unchanged_fraction": unchanged,
-                                            "activations": activations, "frozen": frozen, "rows": table_rows},
-                 table)  # fmt: skip
+    table = header + "\n".join(table_row(r) for r in table_rows)
+    result = {
+        "preset": cfg.preset,
+        "bytes_per_weight": bytes_per_weight,
+        "bf16_unchanged_fraction": unchanged,
+        "activations": activations,
+        "frozen": frozen,
+        "rows": table_rows,
+    }
+    path = write(f"memory_{cfg.preset}", result, table)
     print(table)
     print(f"written to {path}")
+    return result
+
+
+def main() -> None:
+    run_command(memory, "benchmarks.memory")
 
 
 if __name__ == "__main__":

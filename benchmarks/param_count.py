@@ -1,22 +1,35 @@
 """Parameter count of each AIM stream for a preset, built on the meta device (no weights, no memory).
 
-    python benchmarks/param_count.py --preset aim_wan22_5b [--action_dim 14]
+    python -m benchmarks.param_count --preset=aim_wan22_5b [--action_dim=14]
 
 For aim_wan22_5b the RGB stream must equal diffusers' WanTransformer3DModel for Wan2.2-TI2V-5B:
 4,999,787,712 parameters.
 """
 
-from __future__ import annotations
-
-import argparse
 import json
+from dataclasses import dataclass
 
 import torch
+from lerobot.configs import parser
 
+from benchmarks.common import check_at_least_one, check_preset
 from lerobot_aim import load_preset
+from lerobot_aim.cli import run_command
 from lerobot_aim.model import AIMTransformer
 
 LATENT_CHANNELS = {"wan_vae": 48}
+
+
+@dataclass
+class ParamCountConfig:
+    # Preset whose network is counted (a config under configs/).
+    preset: str = "aim_wan22_5b"
+    # Action dimension (sizes the action encoder and decoder).
+    action_dim: int = 14
+
+    def __post_init__(self) -> None:
+        check_preset(self.preset)
+        check_at_least_one(action_dim=self.action_dim)
 
 
 def latent_channels(config) -> int:
@@ -28,21 +41,23 @@ def parameter_counts(preset: str, action_dim: int) -> dict[str, int]:
     config = load_preset(preset, device="cpu")
     with torch.device("meta"):
         model = AIMTransformer(config, action_dim=action_dim, latent_channels=latent_channels(config))
-    counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("rgb", "value", "action")
-              if getattr(model, name) is not None}  # fmt: skip
+    streams = [name for name in ("rgb", "value", "action") if getattr(model, name) is not None]
+    counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in streams}
     counts["total"] = sum(p.numel() for p in model.parameters())
     return counts
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="aim_wan22_5b")
-    parser.add_argument("--action_dim", type=int, default=14)
-    args = parser.parse_args()
-    counts = parameter_counts(args.preset, args.action_dim)
+@parser.wrap()
+def param_count(cfg: ParamCountConfig) -> dict[str, int]:
+    counts = parameter_counts(cfg.preset, cfg.action_dim)
     for name, count in counts.items():
         print(f"{name:>6}: {count:>15,}")
     print(json.dumps(counts))
+    return counts
+
+
+def main() -> None:
+    run_command(param_count, "benchmarks.param_count")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Stage I training throughput and peak memory of the AIM network (forward, backward, AdamW step).
 
-    python benchmarks/train_throughput.py --preset aim_tiny --batch 16                    # CPU
-    python benchmarks/train_throughput.py --preset aim_wan22_5b --device cuda --batch 1   # GPU, bf16
+    python -m benchmarks.train_throughput --preset=aim_tiny --batch=16                      # CPU
+    python -m benchmarks.train_throughput --preset=aim_wan22_5b --device=cuda --batch=1     # GPU, bf16
 
 Random latents of the preset's shapes (three views); the frozen codec and text encoder are not
 included (their cost is one encode per sample). On a GPU it also reports the fraction of the bf16
@@ -9,43 +9,56 @@ peak reached, counting 6 x parameters x tokens FLOPs per sample (attention exclu
 Writes ``results/train_throughput_<preset>_<device>.{json,md}``.
 """
 
-from __future__ import annotations
-
-import argparse
 import resource
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from lerobot.configs import parser
 from tqdm import tqdm
 
 from benchmarks.chunk_latency import DTYPES, inputs
-from benchmarks.common import device_tag, write
+from benchmarks.common import check_at_least_one, check_device, check_preset, device_tag, write
 from benchmarks.param_count import latent_channels
 from lerobot_aim import load_preset
+from lerobot_aim.cli import run_command
 from lerobot_aim.model import AIMTransformer
 
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="aim_tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--views", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--action_dim", type=int, default=14)
-    args = parser.parse_args()
+@dataclass
+class TrainThroughputConfig:
+    # Preset whose network is trained (random weights, a config under configs/).
+    preset: str = "aim_tiny"
+    # "cpu" or "cuda".
+    device: str = "cpu"
+    # Samples per training step.
+    batch: int = 16
+    # Camera views packed in the canvas.
+    views: int = 3
+    # Timed training steps (after one warm-up step).
+    steps: int = 10
+    # Action dimension.
+    action_dim: int = 14
 
-    config = load_preset(args.preset, device=args.device)
-    device, dtype = torch.device(args.device), DTYPES[config.dtype]
+    def __post_init__(self) -> None:
+        check_preset(self.preset)
+        check_device(self.device)
+        check_at_least_one(batch=self.batch, views=self.views, steps=self.steps, action_dim=self.action_dim)
+
+
+@parser.wrap()
+def train_throughput(cfg: TrainThroughputConfig) -> dict:
+    config = load_preset(cfg.preset, device=cfg.device)
+    device, dtype = torch.device(cfg.device), DTYPES[config.dtype]
     with device:
-        model = AIMTransformer(config, args.action_dim, latent_channels(config)).set_dtype(dtype).train()
+        model = AIMTransformer(config, cfg.action_dim, latent_channels(config)).set_dtype(dtype).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
-    context, noise = inputs(config, args.action_dim, args.batch, args.views, device, dtype)
+    context, noise = inputs(config, cfg.action_dim, cfg.batch, cfg.views, device, dtype)
     obs, past = context.obs_latents, context.past_actions
-    sigma = torch.full((args.batch,), 0.5, device=device)
+    sigma = torch.full((cfg.batch,), 0.5, device=device)
 
     def step():
         pred = model(context, noise, sigma, sigma)
@@ -62,23 +75,29 @@ def main() -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for _ in tqdm(range(args.steps), desc="train steps"):
+    for _ in tqdm(range(cfg.steps), desc="train steps"):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / args.steps
+    seconds = (time.perf_counter() - start) / cfg.steps
     params = sum(p.numel() for p in model.parameters())
-    tokens = sum(t.numel() // t.shape[-1] for t in (noise.actions,)) // args.batch
+    tokens = sum(t.numel() // t.shape[-1] for t in (noise.actions,)) // cfg.batch
     grid_tokens = obs.shape[-2] * obs.shape[-1] // (config.patch_size[1] * config.patch_size[2])
     tokens += grid_tokens * (obs.shape[2] + 2 * config.future_frames) + past.shape[1]
     result = {
-        "preset": args.preset, "batch": args.batch, "views": args.views, "tokens_per_sample": tokens,
-        "parameters": params, "step_s": seconds, "samples_per_s": args.batch / seconds,
-        "gradient_checkpointing": config.gradient_checkpointing, "dtype": config.dtype,
-    }  # fmt: skip
+        "preset": cfg.preset,
+        "batch": cfg.batch,
+        "views": cfg.views,
+        "tokens_per_sample": tokens,
+        "parameters": params,
+        "step_s": seconds,
+        "samples_per_s": cfg.batch / seconds,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "dtype": config.dtype,
+    }
     if device.type == "cuda":
         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        tflops = 6 * params * tokens * args.batch / seconds / 1e12
+        tflops = 6 * params * tokens * cfg.batch / seconds / 1e12
         peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
         result.update(model_tflops=tflops, bf16_peak_fraction=tflops / peak if peak else None)
     else:
@@ -92,9 +111,14 @@ def main() -> None:
         + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in result.values())
         + " |"
     )
-    path = write(f"train_throughput_{args.preset}_{device_tag(args.device)}", result, table)
+    path = write(f"train_throughput_{cfg.preset}_{device_tag(cfg.device)}", result, table)
     print(table)
     print(f"written to {path}")
+    return result
+
+
+def main() -> None:
+    run_command(train_throughput, "benchmarks.train_throughput")
 
 
 if __name__ == "__main__":

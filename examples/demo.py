@@ -7,15 +7,12 @@
 5. evaluate  the GRPO checkpoint on the same seeds
 6. report    outputs/demo/report.md: success rates, the loss curve, the prediction video
 
-    python examples/demo.py [--quick] [--output_dir outputs/demo] [--task button-press-v3]
+    python examples/demo.py [--quick=true] [--output_dir=outputs/demo] [--task=button-press-v3] [--seed=0]
 
-``--quick`` runs a few steps of each stage (what CI runs); the numbers it reports are whatever was
+``--quick=true`` runs a few steps of each stage (what CI runs); the numbers it reports are whatever was
 measured, with the settings in the report.
 """
 
-from __future__ import annotations
-
-import argparse
 import json
 import os
 import re
@@ -25,6 +22,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from lerobot.configs import parser
+
+from lerobot_aim.cli import InputError, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,10 +43,42 @@ class Budget:
     group_size: int
 
 
-FULL = Budget(episodes=30, collect_max_steps=200, train_steps=600, batch_size=16, eval_episodes=10, episode_length=150,
-              grpo_iterations=2, group_size=4)  # fmt: skip
-QUICK = Budget(episodes=2, collect_max_steps=200, train_steps=4, batch_size=4, eval_episodes=2, episode_length=10,
-               grpo_iterations=1, group_size=2)  # fmt: skip
+FULL = Budget(
+    episodes=30,
+    collect_max_steps=200,
+    train_steps=600,
+    batch_size=16,
+    eval_episodes=10,
+    episode_length=150,
+    grpo_iterations=2,
+    group_size=4,
+)
+QUICK = Budget(
+    episodes=2,
+    collect_max_steps=200,
+    train_steps=4,
+    batch_size=4,
+    eval_episodes=2,
+    episode_length=10,
+    grpo_iterations=1,
+    group_size=2,
+)
+
+
+@dataclass
+class DemoConfig:
+    # A few steps per stage (what CI runs); its numbers are not meaningful.
+    quick: bool = False
+    # Where the dataset, checkpoints, evaluations, logs and report go (replaced if it holds an earlier demo).
+    output_dir: Path = ROOT / "outputs" / "demo"
+    # MetaWorld task of every stage.
+    task: str = "button-press-v3"
+    # Seed of collection, training and GRPO (evaluation uses seed + 1000).
+    seed: int = 0
+
+
+class DemoConfigError(InputError):
+    """A setting of the demo that cannot work, with what to pass instead."""
 
 
 def run(stage: str, cmd: list[str], log: Path) -> str:
@@ -92,54 +125,109 @@ def success_rate(eval_dir: Path) -> float:
     return json.loads((eval_dir / "eval_info.json").read_text())["overall"]["pc_success"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description="AIM end to end on MetaWorld (collect, train, eval, GRPO, eval)."
-    )
-    parser.add_argument("--quick", action="store_true", help="a few steps per stage (CI)")
-    parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "demo")
-    parser.add_argument("--task", default="button-press-v3")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    budget = QUICK if args.quick else FULL
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    out = args.output_dir.resolve()
+def fresh_output_dir(path: Path) -> Path:
+    """``path`` resolved and emptied; refused if it holds something other than an earlier demo's output."""
+    out = path.resolve()
     if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "logs").is_dir()):
+            raise DemoConfigError(
+                f"--output_dir={path}: {out} exists and is not an earlier demo's output (no logs/ folder); "
+                "the demo replaces its output folder, so pass a new or empty folder."
+            )
         shutil.rmtree(out)
     (out / "logs").mkdir(parents=True)
+    return out
+
+
+@parser.wrap()
+def demo(cfg: DemoConfig) -> Path:
+    """Run the five stages and write ``report.md``; returns its path."""
+    budget = QUICK if cfg.quick else FULL
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    out = fresh_output_dir(cfg.output_dir)
     started = time.time()
     repo_id = "local/aim_demo"
     data = out / "data"
-    env = ["--env.type=aim_metaworld", f"--env.task={args.task}", f"--env.episode_length={budget.episode_length}",
-           "--env.observation_height=32", "--env.observation_width=32"]  # fmt: skip
+    env = [
+        "--env.type=aim_metaworld",
+        f"--env.task={cfg.task}",
+        f"--env.episode_length={budget.episode_length}",
+        "--env.observation_height=32",
+        "--env.observation_width=32",
+    ]
 
-    run("1/5 collect", [str(BIN / "lerobot-aim-collect"), f"--repo_id={repo_id}", f"--root={data}",
-        f"--task={args.task}", f"--num_episodes={budget.episodes}", f"--seed={args.seed}", "--image_size=32",
-        f"--max_steps={budget.collect_max_steps}"], out / "logs" / "collect.log")  # fmt: skip
+    run(
+        "1/5 collect",
+        [
+            str(BIN / "lerobot-aim-collect"),
+            f"--repo_id={repo_id}",
+            f"--root={data}",
+            f"--task={cfg.task}",
+            f"--num_episodes={budget.episodes}",
+            f"--seed={cfg.seed}",
+            "--image_size=32",
+            f"--max_steps={budget.collect_max_steps}",
+        ],
+        out / "logs" / "collect.log",
+    )
     if not (data / "meta" / "info.json").is_file():
         raise SystemExit(f"The collector wrote no episode (see {out / 'logs' / 'collect.log'}).")
 
-    train_log = run("2/5 train (Stage I)", [str(BIN / "lerobot-train"),
-        f"--config_path={ROOT / 'configs' / 'aim_tiny.json'}", f"--dataset.repo_id={repo_id}",
-        f"--dataset.root={data}", f"--output_dir={out / 'train'}", f"--steps={budget.train_steps}",
-        f"--batch_size={budget.batch_size}", f"--save_freq={budget.train_steps}",
-        f"--log_freq={max(1, budget.train_steps // 20)}", "--num_workers=2", "--policy.push_to_hub=false",
-        f"--seed={args.seed}", "--wandb.enable=false"], out / "logs" / "train.log")  # fmt: skip
+    train_log = run(
+        "2/5 train (Stage I)",
+        [
+            str(BIN / "lerobot-train"),
+            f"--config_path={ROOT / 'configs' / 'aim_tiny.json'}",
+            f"--dataset.repo_id={repo_id}",
+            f"--dataset.root={data}",
+            f"--output_dir={out / 'train'}",
+            f"--steps={budget.train_steps}",
+            f"--batch_size={budget.batch_size}",
+            f"--save_freq={budget.train_steps}",
+            f"--log_freq={max(1, budget.train_steps // 20)}",
+            "--num_workers=2",
+            "--policy.push_to_hub=false",
+            f"--seed={cfg.seed}",
+            "--wandb.enable=false",
+        ],
+        out / "logs" / "train.log",
+    )
     stage1 = out / "train" / "checkpoints" / "last" / "pretrained_model"
 
     def evaluate(name: str, checkpoint: Path) -> float:
-        run(f"evaluate {name}", [str(BIN / "lerobot-eval"), f"--policy.path={checkpoint}",
-            "--policy.save_predicted_video=true", *env, f"--eval.n_episodes={budget.eval_episodes}",
-            f"--eval.batch_size={min(5, budget.eval_episodes)}", "--eval.use_async_envs=false",
-            f"--output_dir={out / f'eval_{name}'}", f"--seed={args.seed + 1000}"],
-            out / "logs" / f"eval_{name}.log")  # fmt: skip
+        run(
+            f"evaluate {name}",
+            [
+                str(BIN / "lerobot-eval"),
+                f"--policy.path={checkpoint}",
+                "--policy.save_predicted_video=true",
+                *env,
+                f"--eval.n_episodes={budget.eval_episodes}",
+                f"--eval.batch_size={min(5, budget.eval_episodes)}",
+                "--eval.use_async_envs=false",
+                f"--output_dir={out / f'eval_{name}'}",
+                f"--seed={cfg.seed + 1000}",
+            ],
+            out / "logs" / f"eval_{name}.log",
+        )
         return success_rate(out / f"eval_{name}")
 
     stage1_success = evaluate("stage1", stage1)
-    run("4/5 GRPO (Stage II)", [str(BIN / "lerobot-aim-grpo"), f"--policy.path={stage1}", *env,
-        f"--output_dir={out / 'grpo'}", f"--iterations={budget.grpo_iterations}",
-        f"--group_size={budget.group_size}", "--num_initial_states=1", f"--save_every={budget.grpo_iterations}",
-        f"--seed={args.seed}"], out / "logs" / "grpo.log")  # fmt: skip
+    run(
+        "4/5 GRPO (Stage II)",
+        [
+            str(BIN / "lerobot-aim-grpo"),
+            f"--policy.path={stage1}",
+            *env,
+            f"--output_dir={out / 'grpo'}",
+            f"--iterations={budget.grpo_iterations}",
+            f"--group_size={budget.group_size}",
+            "--num_initial_states=1",
+            f"--save_every={budget.grpo_iterations}",
+            f"--seed={cfg.seed}",
+        ],
+        out / "logs" / "grpo.log",
+    )
     stage2 = out / "grpo" / "checkpoints" / "last" / "pretrained_model"
     stage2_success = evaluate("stage2", stage2)
 
@@ -151,9 +239,9 @@ def main() -> None:
     minutes = (time.time() - started) / 60
     report = out / "report.md"
     report.write_text(
-        f"# AIM demo on MetaWorld `{args.task}`\n\n"
+        f"# AIM demo on MetaWorld `{cfg.task}`\n\n"
         f"Run {time.strftime('%Y-%m-%d %H:%M')}, {minutes:.1f} minutes on {os.cpu_count()} CPU cores"
-        f"{' (quick mode: a few steps per stage, numbers are not meaningful)' if args.quick else ''}.\n\n"
+        f"{' (quick mode: a few steps per stage, numbers are not meaningful)' if cfg.quick else ''}.\n\n"
         f"Settings: {json.dumps(asdict(budget))}\n\n"
         "| stage | success (%) | episodes |\n|---|---|---|\n"
         f"| Stage I (lerobot-train, {budget.train_steps} steps) | {stage1_success:.1f} | {budget.eval_episodes} |\n"
@@ -168,6 +256,11 @@ def main() -> None:
         f"Logs: {out / 'logs'}\n"
     )
     print(f"\nDemo done in {minutes:.1f} min. Report: {report}")
+    return report
+
+
+def main() -> None:
+    run_command(demo, "demo")
 
 
 if __name__ == "__main__":

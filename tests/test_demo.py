@@ -13,9 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_demo_writes_the_report(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--quick", "--output_dir", str(out)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--quick=true", f"--output_dir={out}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert f"Report: {out / 'report.md'}" in result.stdout
     report = (out / "report.md").read_text()

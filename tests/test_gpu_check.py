@@ -1,4 +1,4 @@
-"""``benchmarks.gpu_check --smoke`` runs every step of the first GPU run, on the CPU at tiny size."""
+"""``benchmarks.gpu_check --smoke=true`` runs every step of the first GPU run, on the CPU at tiny size."""
 
 import json
 import subprocess
@@ -9,8 +9,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_smoke_runs_end_to_end_and_writes_its_results(tmp_path):
-    cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--smoke", "--results", str(tmp_path),
-           "--train_layers", "1,2", "--repeats", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.gpu_check",
+        "--smoke=true",
+        f"--results={tmp_path}",
+        "--train_layers=[1,2]",
+        "--repeats=1",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     (path,) = tmp_path.glob("gpu_check_cpu*_smoke.json")
