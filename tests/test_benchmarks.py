@@ -99,3 +99,76 @@ def test_action_steps_after_the_video_is_final_run_the_action_tokens_only(tiny_c
     action_step = flops(1, 4) - flops(1, 3)  # one more step of a alone, reading the cached final video
     assert flops(1, 5) - flops(1, 4) == action_step
     assert 0 < action_step < joint_step / 5
+
+
+def test_success_counts_and_the_better_state_variant():
+    from benchmarks.success import best_of, counts_by_task, dataset_value_map_schema
+
+    groups = {"hard": ["assembly-v3", "pick-place-v3"]}
+    info = {"per_task": [{"task_group": "hard", "task_id": 1, "metrics": {"successes": [True, False, True]}}]}
+    assert counts_by_task(info, groups) == {"pick-place-v3": (2, 3)}
+    rows = {"a": {"success": 50.0}, "b": {"success": 50.0}}
+    assert best_of(rows, ("a", "b")) == "a"  # a tie keeps the paper-faithful first one
+    rows["b"]["success"] = 55.0
+    assert best_of(rows, ("a", "b")) == "b" and best_of(rows, ("a", "c")) is None
+    features = {"observation.images.head": {}, "observation.images.wrist": {},
+                "observation.value_maps.head": {"info": {"aim.value_map_schema": 2, "aim.head_camera": "head"}},
+                "observation.value_maps.wrist": {"info": {"aim.value_map_schema": 1}}}  # fmt: skip
+    assert dataset_value_map_schema({"features": features}) == {"head": 2, "wrist": 1}
+
+
+def test_learning_curves_count_steps_over_resumed_runs():
+    from benchmarks.success import learning_curve
+
+    line = "INFO x.py:641 step:{} smpl:{} ep:1 epch:0.10 loss:{} grdn:1.0 lr:1.0e-03 updt_s:0.500 data_s:0.020"
+    first = ["Start offline training on a fixed dataset, with effective batch size: 16",
+             line.format(50, 800, 0.9), line.format(100, "2K", 0.8), "Checkpoint policy after step 100",
+             line.format(150, "2K", 0.7)]  # fmt: skip
+    resumed = ["Start offline training on a fixed dataset, with effective batch size: 16",
+               line.format(150, "2K", 0.6), line.format(200, "3K", 0.5)]  # fmt: skip
+    curve = learning_curve("\n".join(first + resumed), log_freq=50, batch_size=16)
+    assert [p["step"] for p in curve] == [50, 100, 150, 200]
+    assert [p["loss"] for p in curve] == [0.9, 0.8, 0.6, 0.5]  # the resumed run replaces step 150
+    assert curve[-1]["samples"] == 3200 and curve[0]["update_s"] == 0.5
+
+
+def test_value_map_metrics_against_hand_computed_truth():
+    import numpy as np
+
+    from benchmarks.value_maps import compare_maps, future_steps, pearson, plan_steps, summarise
+
+    recorded = np.zeros((8, 8))
+    recorded[2, 5] = 1.0  # peak at u=5, v=2
+    predicted = np.zeros((8, 8))
+    predicted[6, 2] = 0.7  # peak at u=2, v=6: 5 px away (3-4-5)
+    m = compare_maps(predicted, recorded)
+    assert m["peak_px"] == 5.0 and m["corr"] < 0
+    assert compare_maps(recorded, recorded) == {"peak_px": 0.0, "corr": 1.0}
+    assert compare_maps(predicted, recorded * 0.4) is None  # the recorded view shows no region
+    assert np.isnan(pearson(np.ones((4, 4)), recorded[:4, :4]))
+    s = summarise([{"peak_px": 5.0, "corr": 0.5}, {"peak_px": 1.0, "corr": float("nan")}])
+    assert s == {"n": 2, "peak_px": 3.0, "within_3px": 0.5, "corr": 0.5}
+    assert plan_steps(13, 4, [6, 2]) == [0, 2, 4, 8, 12]  # event 6 -> a plan at 2; event 2 has none
+    assert future_steps(4, 4, 2, 13) == [(0, 8), (1, 12)] and future_steps(8, 4, 2, 13) == [(0, 12)]
+
+
+def test_end_effector_hit_reads_the_map_where_the_camera_sees_it():
+    import numpy as np
+
+    from benchmarks.value_maps import hit
+    from lerobot_aim.asvm.camera import CameraCalibration
+
+    # A camera at the origin looking along +z (OpenCV), f = 10 px, 8 x 8 image: the point (0.1, -0.2, 1)
+    # lands on u = 4 + 10 * 0.1 = 5, v = 4 - 2 = 2 (independent of the project's projection code).
+    calib = CameraCalibration(np.array([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]), np.eye(3, 4), 8, 8)
+    canvas = np.zeros((12, 8))  # T-pose canvas of an 8 x 8 head view and two 4 x 4 wrists
+    canvas[2, 5] = 1.0
+    point = np.array([0.1, -0.2, 1.0])
+    assert hit(canvas, point, [calib, calib, calib], (8, 8), "head") is True
+    assert hit(canvas, point + [0.2, 0, 0], [calib, calib, calib], (8, 8), "head") is False
+    assert hit(canvas, np.array([0.0, 0.0, -1.0]), [calib], (8, 8), "head") is None  # behind the camera
+    wrist = np.zeros((12, 8))
+    wrist[8 + 1, 4 + 2] = 1.0  # right wrist quarter: (5, 2) at half size -> (2.25, 0.75) -> canvas (6.25, 8.75)
+    wrist[8 + 1, 4 + 3] = 1.0
+    assert hit(wrist, point, [calib, calib, calib], (8, 8), "head") is False
+    assert hit(wrist, point, [calib, calib, calib], (8, 8), "max") is True
