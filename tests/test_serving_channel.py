@@ -35,11 +35,10 @@ needs_openssl = pytest.mark.skipif(
 def make_certificate(folder, name="server"):
     """A self-signed certificate for localhost and its key (PEM files)."""
     cert, key = folder / f"{name}_cert.pem", folder / f"{name}_key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run([*openssl, *subject, *files], check=True, capture_output=True, timeout=60)
     return cert, key
 
 
@@ -124,11 +123,15 @@ def test_bad_tls_files_are_reported_as_such(serving_checkpoint, tmp_path, monkey
     # The client's command line says the same of its own files, before touching the robot.
     from lerobot_aim.serving.robot_client import main
 
-    monkeypatch.setattr(
-        sys, "argv",
-        ["lerobot-aim-robot-client", "--robot.type=aim_sim", "--policy_type=aim", f"--pretrained_name_or_path={serving_checkpoint}",
-         "--actions_per_chunk=6", f"--tls_ca={garbage}"],
-    )  # fmt: skip
+    argv = [
+        "lerobot-aim-robot-client",
+        "--robot.type=aim_sim",
+        "--policy_type=aim",
+        f"--pretrained_name_or_path={serving_checkpoint}",
+        "--actions_per_chunk=6",
+        f"--tls_ca={garbage}",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert "Bad TLS CA bundle" in str(exit_info.value.code)
@@ -192,8 +195,16 @@ def test_cli_help(monkeypatch, capsys):
 
     assert run_server_cli(monkeypatch, "--help") == "0"
     server_help = capsys.readouterr().out
-    for option in ("--policy.path", "--policy.allowed_paths", "--allow_remote", "--tls_cert", "--tls_ca", "--token",
-                   "--stream_timeout_s"):  # fmt: skip
+    server_options = [
+        "--policy.path",
+        "--policy.allowed_paths",
+        "--allow_remote",
+        "--tls_cert",
+        "--tls_ca",
+        "--token",
+        "--stream_timeout_s",
+    ]
+    for option in server_options:
         assert option in server_help, option
     monkeypatch.setattr(sys, "argv", ["lerobot-aim-robot-client", "--robot.type=aim_sim", "--help"])
     with pytest.raises(SystemExit) as exit_info:

@@ -143,9 +143,13 @@ class TokenClientInterceptor(
     def _details(self, d):
         metadata = [*(d.metadata or ()), self._entry]
         return _CallDetails(
-            d.method, d.timeout, metadata, d.credentials, getattr(d, "wait_for_ready", None),
-            getattr(d, "compression", None),
-        )  # fmt: skip
+            method=d.method,
+            timeout=d.timeout,
+            metadata=metadata,
+            credentials=d.credentials,
+            wait_for_ready=getattr(d, "wait_for_ready", None),
+            compression=getattr(d, "compression", None),
+        )
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         return continuation(self._details(client_call_details), request)

@@ -249,6 +249,23 @@ class RestrictedUnpickler(pickle._Unpickler):
     dispatch[pickle.BUILD[0]] = load_build
 
 
+# What the pickle decoder raises on bytes that are not a well-formed pickle (truncated, corrupted,
+# nested too deep, sizes that do not fit): reported as a malformed message.
+DECODER_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    RuntimeError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+)
+
+
 def safe_loads(data: bytes, allowed: Mapping[tuple[str, str], Allowed] = ALLOWED_GLOBALS) -> Any:
     """Unpickle ``data`` resolving only ``allowed`` globals; :class:`UnsafePayloadError` otherwise.
 
@@ -258,8 +275,7 @@ def safe_loads(data: bytes, allowed: Mapping[tuple[str, str], Allowed] = ALLOWED
         return RestrictedUnpickler(io.BytesIO(data), allowed=allowed).load()
     except UnsafePayloadError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RuntimeError, OverflowError, MemoryError, RecursionError) as e:  # fmt: skip
+    except DECODER_ERRORS as e:
         raise UnsafePayloadError(f"malformed message: {type(e).__name__}: {e}") from None
 
 

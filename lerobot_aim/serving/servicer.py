@@ -112,16 +112,17 @@ class AIMPolicyServer(PolicyServer):
 
         served = self._find_served(spec.pretrained_name_or_path)
         if served is None:
-            self._refuse(
-                context, grpc.StatusCode.PERMISSION_DENIED, what,
-                f"this server does not load checkpoints chosen by clients; {spec.pretrained_name_or_path!r} "
-                f"is not served (served: {self.served_paths})",
-            )  # fmt: skip
+            reason = (
+                "this server does not load checkpoints chosen by clients; "
+                f"{spec.pretrained_name_or_path!r} is not served (served: {self.served_paths})"
+            )
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, what, reason)
         if spec.policy_type != served.policy_type:
-            self._refuse(
-                context, grpc.StatusCode.PERMISSION_DENIED, what,
-                f"policy type {spec.policy_type!r} requested, but {served.path!r} is a {served.policy_type!r} policy",
-            )  # fmt: skip
+            reason = (
+                f"policy type {spec.policy_type!r} requested, "
+                f"but {served.path!r} is a {served.policy_type!r} policy"
+            )
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, what, reason)
         if not 0 < spec.actions_per_chunk <= 100_000:
             self._refuse(
                 context, grpc.StatusCode.INVALID_ARGUMENT, what, "actions_per_chunk must be in 1..100000"
