@@ -59,13 +59,22 @@ def main(cfg: ChunkFlopsConfig) -> None:
     rows = []
     for schedule in cfg.schedules.of(config):
         cached, uncached = (chunk_flops(model, context, noise, schedule, c) for c in (True, False))
-        rows.append({"video_steps": schedule.video_steps, "action_steps": schedule.action_steps,
-                     "cached_gflop": cached / 1e9, "uncached_gflop": uncached / 1e9,
-                     "h100_min_ms_cached": cached / (H100_BF16_DENSE_TFLOPS * 1e12) * 1e3})  # fmt: skip
+        row = {
+            "video_steps": schedule.video_steps,
+            "action_steps": schedule.action_steps,
+            "cached_gflop": cached / 1e9,
+            "uncached_gflop": uncached / 1e9,
+            "h100_min_ms_cached": cached / (H100_BF16_DENSE_TFLOPS * 1e12) * 1e3,
+        }
+        rows.append(row)
     reference = next((r for r in rows if (r["video_steps"], r["action_steps"]) == (10, 10)), rows[0])
     for r in rows:
         r["share_of_joint_10"] = r["cached_gflop"] / reference["cached_gflop"]
-    grid = context.obs_latents.shape[-2] * context.obs_latents.shape[-1] // (config.patch_size[1] * config.patch_size[2])
+    grid = (
+        context.obs_latents.shape[-2]
+        * context.obs_latents.shape[-1]
+        // (config.patch_size[1] * config.patch_size[2])
+    )
     tokens = {
         "per_frame": grid,
         "context": grid * context.obs_latents.shape[2] + context.past_actions.shape[1],
@@ -88,8 +97,14 @@ def main(cfg: ChunkFlopsConfig) -> None:
         "(dense bf16 peak of an H100 SXM); the frozen codec and text encoder are not included."
     )
     name = f"chunk_flops_{cfg.preset}_h{config.history_frames}"
-    path = write(name, {"preset": cfg.preset, "views": cfg.views, "history_frames": config.history_frames,
-                        "tokens": tokens, "rows": rows}, table)  # fmt: skip
+    result = {
+        "preset": cfg.preset,
+        "views": cfg.views,
+        "history_frames": config.history_frames,
+        "tokens": tokens,
+        "rows": rows,
+    }
+    path = write(name, result, table)
     print(table)
     print(f"written to {path}")
 

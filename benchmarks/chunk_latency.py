@@ -134,8 +134,14 @@ def main(cfg: ChunkLatencyConfig) -> None:
         for r in rows
     )
     name = f"chunk_latency_{cfg.preset}_h{config.history_frames}_{device_tag(cfg.device)}"
-    path = write(name, {"preset": cfg.preset, "views": cfg.views, "history_frames": config.history_frames,
-                        "peak_gib": peak, "rows": rows}, table)  # fmt: skip
+    result = {
+        "preset": cfg.preset,
+        "views": cfg.views,
+        "history_frames": config.history_frames,
+        "peak_gib": peak,
+        "rows": rows,
+    }
+    path = write(name, result, table)
     plot(rows, path.with_suffix(".png"), f"{cfg.preset}, {cfg.views} views, {device_tag(cfg.device)}")
     print(table)
     print(f"written to {path}")
@@ -152,7 +158,9 @@ def plot(rows: list[dict], path, title: str) -> None:
     labels = [f"{r['video_steps']}/{r['action_steps']}" for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(1.0 * len(rows) + 2.5, 3))
-    for offset, (key, label) in zip((-0.2, 0.2), (("cached_s", "context cache"), ("uncached_s", "no cache")), strict=True):
+    for offset, (key, label) in zip(
+        (-0.2, 0.2), (("cached_s", "context cache"), ("uncached_s", "no cache")), strict=True
+    ):
         ax.bar(x + offset, [1000 * r[key] for r in rows], 0.4, label=label)
     ax.set_xticks(x, labels)
     ax.set(xlabel="video / action denoising steps", ylabel="action chunk (ms)", title=title)

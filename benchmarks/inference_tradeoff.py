@@ -59,14 +59,20 @@ def offline_errors(policy, preprocessor, dataset, schedules, cfg) -> list[dict]:
     generator = torch.Generator().manual_seed(cfg.seed)
     for start in tqdm(range(0, len(indices), cfg.batch_size), desc="held-out frames"):
         items = [dataset[i] for i in indices[start : start + cfg.batch_size]]
-        batch = {key: torch.stack([item[key] for item in items]) for key in items[0] if torch.is_tensor(items[0][key])}
+        batch = {
+            key: torch.stack([item[key] for item in items])
+            for key in items[0]
+            if torch.is_tensor(items[0][key])
+        }
         batch["task"] = [item["task"] for item in items]
         with torch.no_grad():
             sample = policy.encode_sample(preprocessor(batch))
         future, dtype = sample.future, sample.context.obs_latents.dtype
         noise = Prediction(
             torch.randn(future.rgb.shape, generator=generator).to(dtype),
-            torch.randn(future.rgb.shape, generator=generator).to(dtype) if future.value is not None else None,
+            torch.randn(future.rgb.shape, generator=generator).to(dtype)
+            if future.value is not None
+            else None,
             torch.randn(future.actions.shape, generator=generator).to(dtype),
         )
         mask = sample.action_mask.float()
@@ -78,9 +84,13 @@ def offline_errors(policy, preprocessor, dataset, schedules, cfg) -> list[dict]:
             sums[schedule]["executed"] += (error * mask)[:, :executed].sum().item()
             sums[schedule]["executed_count"] += mask[:, :executed].sum().item()
     return [
-        {"video_steps": s.video_steps, "action_steps": s.action_steps,
-         "chunk_mse": v["chunk"] / max(v["count"], 1), "executed_mse": v["executed"] / max(v["executed_count"], 1),
-         "frames": len(indices)}  # fmt: skip
+        {
+            "video_steps": s.video_steps,
+            "action_steps": s.action_steps,
+            "chunk_mse": v["chunk"] / max(v["count"], 1),
+            "executed_mse": v["executed"] / max(v["executed_count"], 1),
+            "frames": len(indices),
+        }
         for s, v in sums.items()
     ]
 
@@ -98,16 +108,21 @@ def main(cfg: InferenceTradeoffConfig) -> None:
     preprocessor, _ = make_pre_post_processors(policy.config, pretrained_path=cfg.policy_path)
     meta = LeRobotDatasetMetadata(cfg.dataset.repo_id, root=cfg.dataset.root)
     dataset = LeRobotDataset(
-        cfg.dataset.repo_id, root=cfg.dataset.root, delta_timestamps=resolve_delta_timestamps(policy.config, meta)
+        cfg.dataset.repo_id,
+        root=cfg.dataset.root,
+        delta_timestamps=resolve_delta_timestamps(policy.config, meta),
     )
     schedules = cfg.schedules.of(policy.config)
     rows = offline_errors(policy, preprocessor, dataset, schedules, cfg)
 
     config, action_dim = policy.config, policy.config.action_dim
     with torch.device("meta"):
-        counted = AIMTransformer(config, action_dim, latent_channels(config), state_dim=config.state_dim).eval()
-    meta_context, meta_noise = inputs(config, action_dim, 1, len(config.cameras), torch.device("meta"), torch.float32)
-    cpu_context, cpu_noise = inputs(config, action_dim, 1, len(config.cameras), torch.device("cpu"), torch.float32)
+        counted = AIMTransformer(
+            config, action_dim, latent_channels(config), state_dim=config.state_dim
+        ).eval()
+    views = len(config.cameras)
+    meta_context, meta_noise = inputs(config, action_dim, 1, views, torch.device("meta"), torch.float32)
+    cpu_context, cpu_noise = inputs(config, action_dim, 1, views, torch.device("cpu"), torch.float32)
     if config.use_state:
         meta_context.state = torch.zeros(1, config.state_dim, device="meta")
         cpu_context.state = torch.zeros(1, config.state_dim)
@@ -134,8 +149,8 @@ def main(cfg: InferenceTradeoffConfig) -> None:
         f"{config.n_action_steps} actions of the chunk. FLOPs: the policy's own shapes on the meta device."
     )
     name = cfg.name or Path(cfg.policy_path).resolve().parents[2].name
-    path = write(f"inference_tradeoff_{name}", {"policy": cfg.policy_path, "dataset": cfg.dataset.repo_id,
-                                                  "rows": rows}, table)  # fmt: skip
+    result = {"policy": cfg.policy_path, "dataset": cfg.dataset.repo_id, "rows": rows}
+    path = write(f"inference_tradeoff_{name}", result, table)
     print(table)
     print(f"written to {path}")
 

@@ -18,19 +18,44 @@ import torch
 
 # Wan2.2-TI2V-5B's VAE (diffusers' AutoencoderKLWan config of the released model).
 WAN22_VAE = dict(
-    base_dim=160, decoder_base_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-    temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
-    patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
-    latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
-)  # fmt: skip
+    base_dim=160,
+    decoder_base_dim=256,
+    z_dim=48,
+    dim_mult=[1, 2, 4, 4],
+    num_res_blocks=2,
+    temperal_downsample=[False, True, True],
+    is_residual=True,
+    in_channels=12,
+    out_channels=12,
+    patch_size=2,
+    scale_factor_spatial=16,
+    scale_factor_temporal=4,
+    latents_mean=[0.0] * 48,
+    latents_std=[1.0] * 48,
+)
 # UMT5-XXL's encoder (Wan2.2's text encoder) but for depth and vocabulary.
-UMT5_XXL = dict(d_model=4096, d_ff=10240, num_heads=64, d_kv=64, num_layers=24, vocab_size=256384,
-                feed_forward_proj="gated-gelu", relative_attention_num_buckets=32)  # fmt: skip
+UMT5_XXL = dict(
+    d_model=4096,
+    d_ff=10240,
+    num_heads=64,
+    d_kv=64,
+    num_layers=24,
+    vocab_size=256384,
+    feed_forward_proj="gated-gelu",
+    relative_attention_num_buckets=32,
+)
 # Wan2.2-TI2V-5B's transformer but for depth.
 WAN22_TRANSFORMER = dict(
-    patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48,
-    text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30,
-)  # fmt: skip
+    patch_size=(1, 2, 2),
+    num_attention_heads=24,
+    attention_head_dim=128,
+    in_channels=48,
+    out_channels=48,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=14336,
+    num_layers=30,
+)
 
 
 def write_wan22_folder(
