@@ -78,15 +78,19 @@ def test_tiny_presets_have_streams_as_wide_as_their_tokens():
         config = load_preset(name, device="cpu")
         token = config.latent_channels * config.patch_size[0] * config.patch_size[1] * config.patch_size[2]
         assert config.hidden_size >= token, name
-    with pytest.raises(AIMConfigError, match=r"48 x 4 = 192 numbers.*4 x 32 = 128.*--policy.num_attention_heads"):
+    with pytest.raises(
+        AIMConfigError, match=r"48 x 4 = 192 numbers.*4 x 32 = 128.*--policy.num_attention_heads"
+    ):
         load_preset("aim_tiny", num_attention_heads=4, device="cpu")  # the tiny preset before the fix
 
 
 def _train_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "lerobot.scripts.lerobot_train", "--dataset.repo_id=me/none", *args],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -95,7 +99,10 @@ def _train_cli(*args: str) -> subprocess.CompletedProcess:
     [
         (["--policy.type=aim", "--policy.image_size=[30,30]"], "Set --policy.image_size to e.g. [64, 64]"),
         (["--policy.type=aim", "--policy.attention_mode=full"], "Unknown `attention_mode` 'full'"),
-        ([f"--config_path={PRESETS_DIR / 'aim_tiny.json'}", "--policy.num_attention_heads=4"], "streams' width"),
+        (
+            [f"--config_path={PRESETS_DIR / 'aim_tiny.json'}", "--policy.num_attention_heads=4"],
+            "streams' width",
+        ),
     ],
 )
 def test_lerobot_train_prints_why_a_setting_is_refused(args, message):

@@ -22,13 +22,26 @@ def test_lerobot_eval_on_three_view_metaworld_with_predicted_video(tmp_path):
     out = tmp_path / "eval"
     result = subprocess.run(
         [
-            sys.executable, "-m", "lerobot.scripts.lerobot_eval", f"--policy.path={checkpoint}",
-            "--policy.save_predicted_video=true", "--env.type=aim_metaworld", "--env.task=button-press-v3",
-            "--env.episode_length=12", "--env.observation_height=64", "--env.observation_width=64",
-            "--eval.n_episodes=2", "--eval.batch_size=2", "--eval.use_async_envs=false", f"--output_dir={out}",
+            sys.executable,
+            "-m",
+            "lerobot.scripts.lerobot_eval",
+            f"--policy.path={checkpoint}",
+            "--policy.save_predicted_video=true",
+            "--env.type=aim_metaworld",
+            "--env.task=button-press-v3",
+            "--env.episode_length=12",
+            "--env.observation_height=64",
+            "--env.observation_width=64",
+            "--eval.n_episodes=2",
+            "--eval.batch_size=2",
+            "--eval.use_async_envs=false",
+            f"--output_dir={out}",
         ],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     info = json.loads((out / "eval_info.json").read_text())
     assert info["overall"]["n_episodes"] == 2

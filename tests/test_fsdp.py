@@ -37,11 +37,19 @@ fsdp_config:
 
 def _train_args(dataset_root, output_dir):
     return [
-        f"--config_path={ROOT / 'configs' / 'aim_tiny.json'}", f"--dataset.repo_id={REPO_ID}",
-        f"--dataset.root={dataset_root}", f"--output_dir={output_dir}", "--steps=2", "--batch_size=4",
-        "--num_workers=0", "--log_freq=1", "--save_freq=1000", "--policy.num_layers=2",
-        "--policy.push_to_hub=false", "--wandb.enable=false",
-    ]  # fmt: skip
+        f"--config_path={ROOT / 'configs' / 'aim_tiny.json'}",
+        f"--dataset.repo_id={REPO_ID}",
+        f"--dataset.root={dataset_root}",
+        f"--output_dir={output_dir}",
+        "--steps=2",
+        "--batch_size=4",
+        "--num_workers=0",
+        "--log_freq=1",
+        "--save_freq=1000",
+        "--policy.num_layers=2",
+        "--policy.push_to_hub=false",
+        "--wandb.enable=false",
+    ]
 
 
 def _run(cmd) -> str:
@@ -61,11 +69,25 @@ def test_fsdp2_training_shards_the_policy_and_matches_ddp(tmp_path):
     config = tmp_path / "fsdp2.yaml"
     config.write_text(FSDP2_CPU_CONFIG.format(wrap=",".join(AIMPolicy._fsdp_wrap_modules)))
 
-    ddp = _run([*LAUNCH, "--multi_gpu", "--num_processes=2", "--num_machines=1", "--mixed_precision=no",
-                "--dynamo_backend=no", "--main_process_port=29561", "-m", "lerobot.scripts.lerobot_train",
-                *_train_args(dataset_root, tmp_path / "ddp")])  # fmt: skip
-    fsdp = _run([*LAUNCH, f"--config_file={config}", "--main_process_port=29562",
-                 str(ROOT / "tests" / "fsdp_train.py"), *_train_args(dataset_root, tmp_path / "fsdp")])  # fmt: skip
+    ddp_launch = [
+        *LAUNCH,
+        "--multi_gpu",
+        "--num_processes=2",
+        "--num_machines=1",
+        "--mixed_precision=no",
+        "--dynamo_backend=no",
+        "--main_process_port=29561",
+        "-m",
+        "lerobot.scripts.lerobot_train",
+    ]
+    fsdp_launch = [
+        *LAUNCH,
+        f"--config_file={config}",
+        "--main_process_port=29562",
+        str(ROOT / "tests" / "fsdp_train.py"),
+    ]
+    ddp = _run([*ddp_launch, *_train_args(dataset_root, tmp_path / "ddp")])
+    fsdp = _run([*fsdp_launch, *_train_args(dataset_root, tmp_path / "fsdp")])
 
     held = [int(n) for n in re.findall(r"FSDP2 rank \d holds (\d+) of", fsdp)]
     total = int(re.search(r"holds \d+ of (\d+) parameters", fsdp).group(1))

@@ -31,9 +31,15 @@ def vae_dir(tmp_path_factory):
 @pytest.fixture
 def policy(vae_dir):
     config = load_preset(
-        "aim_tiny", codec="wan_vae", codec_path=str(vae_dir), image_size=[SIZE, SIZE], frame_stride=1,
-        num_layers=1, num_inference_steps=2, device="cpu",
-    )  # fmt: skip
+        "aim_tiny",
+        codec="wan_vae",
+        codec_path=str(vae_dir),
+        image_size=[SIZE, SIZE],
+        frame_stride=1,
+        num_layers=1,
+        num_inference_steps=2,
+        device="cpu",
+    )
     config.cameras = ["head"]
     config.input_features = {
         "observation.images.head": PolicyFeature(FeatureType.VISUAL, (3, SIZE, SIZE)),
@@ -47,7 +53,11 @@ def _clip(frames: int, seed: int = 0) -> torch.Tensor:
     """(1, 3, frames, SIZE, SIZE) in [-1, 1]: a bright square moving across a gradient."""
     g = torch.Generator().manual_seed(seed)
     ys, xs = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
-    video = (xs / SIZE)[None, None].repeat(3, frames, 1, 1) * 0.6 - 0.3 + 0.05 * torch.randn(3, frames, SIZE, SIZE, generator=g)
+    video = (
+        (xs / SIZE)[None, None].repeat(3, frames, 1, 1) * 0.6
+        - 0.3
+        + 0.05 * torch.randn(3, frames, SIZE, SIZE, generator=g)
+    )
     for t in range(frames):
         x0 = 4 + 3 * t
         video[:, t, 20:36, x0 : x0 + 16] = 0.9
@@ -61,9 +71,14 @@ def test_imagined_future_decodes_as_the_vae_decodes_the_whole_clip(policy):
     clip = _clip(context_frames + cfg.chunk_size)
     with torch.no_grad():
         latents = codec.encode(clip)  # (1, 48, k+1+h, 4, 4), standardised as diffusers' pipelines do
-        truth = ((codec.vae.decode(latents * codec.latents_std + codec.latents_mean).sample + 1) / 2).clamp(0, 1)
+        decoded = codec.vae.decode(latents * codec.latents_std + codec.latents_mean).sample
+        truth = ((decoded + 1) / 2).clamp(0, 1)
     truth = truth[:, :, context_frames:].transpose(1, 2)  # (1, 8, 3, H, W): the future part
-    context = Context(latents[:, :, : cfg.history_frames + 1], torch.zeros(1, cfg.num_past_actions, 2), torch.zeros(1, 1, 384))
+    context = Context(
+        latents[:, :, : cfg.history_frames + 1],
+        torch.zeros(1, cfg.num_past_actions, 2),
+        torch.zeros(1, 1, 384),
+    )
     future = latents[:, :, cfg.history_frames + 1 :]
     policy.remember(Prediction(future, future, torch.zeros(1, cfg.chunk_size, 2)), context)
 
@@ -93,12 +108,16 @@ def test_value_maps_are_encoded_after_the_context_frames(policy):
     maps[:, context_frames:, :, 8:24, 40:56] = 1.0  # a value-map blob in the future frames
     latents = policy._encode_value_maps(frames[:, :context_frames], maps[:, context_frames:])
     with torch.no_grad():
-        whole = policy._frozen.codec.encode(torch.cat([frames[:, :context_frames], maps[:, context_frames:]], 1).transpose(1, 2))
+        whole = policy._frozen.codec.encode(
+            torch.cat([frames[:, :context_frames], maps[:, context_frames:]], 1).transpose(1, 2)
+        )
     torch.testing.assert_close(latents, whole[:, :, cfg.history_frames + 1 :])
 
 
 def test_a_planned_chunk_decodes_to_one_frame_per_step(policy):
-    pre, _ = make_aim_pre_post_processors(policy.config, {"action": {"mean": torch.zeros(2), "std": torch.ones(2)}})
+    pre, _ = make_aim_pre_post_processors(
+        policy.config, {"action": {"mean": torch.zeros(2), "std": torch.ones(2)}}
+    )
     batch = pre({"observation.images.head": (_clip(1)[0, :, 0][None] + 1) / 2, "task": ["push"]})
     policy.reset()
     policy.select_action(batch)

@@ -22,7 +22,9 @@ def test_cached_and_uncached_sampling_agree(tiny_config, video_steps):
 @pytest.mark.parametrize("use_state", [False, True])
 def test_denoise_with_cache_equals_joint_pass(tiny_config, use_state):
     tiny_config.use_state = use_state
-    model = AIMTransformer(tiny_config, action_dim=A, latent_channels=C, state_dim=S if use_state else 0).eval()
+    model = AIMTransformer(
+        tiny_config, action_dim=A, latent_channels=C, state_dim=S if use_state else 0
+    ).eval()
     inputs = _inputs(tiny_config)
     with torch.no_grad():
         joint = run(model, inputs)
@@ -35,10 +37,16 @@ def test_denoise_with_cache_equals_joint_pass(tiny_config, use_state):
 def test_value_stream_starts_as_a_copy_of_wan(tiny_config):
     cfg = tiny_config
     wan = WanTransformer3DModel(
-        patch_size=cfg.patch_size, num_attention_heads=cfg.num_attention_heads,
-        attention_head_dim=cfg.attention_head_dim, in_channels=C, out_channels=C, text_dim=cfg.text_dim,
-        freq_dim=cfg.freq_dim, ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers,
-    )  # fmt: skip
+        patch_size=cfg.patch_size,
+        num_attention_heads=cfg.num_attention_heads,
+        attention_head_dim=cfg.attention_head_dim,
+        in_channels=C,
+        out_channels=C,
+        text_dim=cfg.text_dim,
+        freq_dim=cfg.freq_dim,
+        ffn_dim=cfg.ffn_dim,
+        num_layers=cfg.num_layers,
+    )
     model = AIMTransformer(cfg, A, C, rgb=WanRGBStream.from_diffusers(wan))
     torch.testing.assert_close(model.rgb.blocks[1].ffn.net[2].weight, wan.blocks[1].ffn.net[2].weight)
     torch.testing.assert_close(model.value.blocks[1].attn1.to_q.weight, wan.blocks[1].attn1.to_q.weight)

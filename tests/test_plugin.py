@@ -38,8 +38,10 @@ def test_lerobot_plugin_discovery_registers_aim_and_factory_finds_it():
 def test_lerobot_train_help_lists_aim_fields():
     result = subprocess.run(
         [sys.executable, "-m", "lerobot.scripts.lerobot_train", "--policy.type=aim", "--help"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for field in (
         "--policy.attention_mode",

@@ -198,10 +198,20 @@ def _metrics(out):
 def test_grpo_cli_trains_saves_resumes_and_survives_an_env_crash(monkeypatch, tmp_path, stage1):
     out = tmp_path / "grpo"
     common = [
-        f"--policy.path={stage1}", "--policy.device=cpu", f"--env.type={ENV_TYPE}", "--env.episode_length=12",
-        f"--output_dir={out}", "--group_size=2", "--num_initial_states=1", "--learning_rate=1e-3",
-        "--save_every=1", "--eval_every=2", "--eval_episodes=2", "--sde_noise=0.7", "--wandb.enable=false",
-    ]  # fmt: skip
+        f"--policy.path={stage1}",
+        "--policy.device=cpu",
+        f"--env.type={ENV_TYPE}",
+        "--env.episode_length=12",
+        f"--output_dir={out}",
+        "--group_size=2",
+        "--num_initial_states=1",
+        "--learning_rate=1e-3",
+        "--save_every=1",
+        "--eval_every=2",
+        "--eval_episodes=2",
+        "--sde_noise=0.7",
+        "--wandb.enable=false",
+    ]
     CRASHES["remaining"] = 1
     _run(monkeypatch, *common, "--iterations=2")
     logs = _metrics(out)
@@ -214,8 +224,13 @@ def test_grpo_cli_trains_saves_resumes_and_survives_an_env_crash(monkeypatch, tm
     assert any(log["dense_reward"] > 0 for log in logs)  # read from the predicted maps via the calibration
 
     checkpoint = out / "checkpoints" / "000002" / "pretrained_model"
-    for name in ("config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json",
-                 "grpo_config.json"):  # fmt: skip
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "policy_preprocessor.json",
+        "policy_postprocessor.json",
+        "grpo_config.json",
+    ):
         assert (checkpoint / name).is_file(), name
     assert (out / "checkpoints" / "last").resolve() == checkpoint.parent.resolve()
     assert (checkpoint.parent / "training_state" / "optimizer_state.safetensors").is_file()
@@ -248,10 +263,20 @@ def test_grpo_cli_trains_saves_resumes_and_survives_an_env_crash(monkeypatch, tm
 def test_grpo_takes_the_tasks_of_a_multi_task_env_in_turn(monkeypatch, tmp_path, stage1):
     out = tmp_path / "grpo"
     _run(
-        monkeypatch, f"--policy.path={stage1}", "--policy.device=cpu", f"--env.type={ENV_TYPE}",
-        "--env.task=reach,reach_again", "--env.episode_length=4", f"--output_dir={out}", "--group_size=2",
-        "--iterations=3", "--eval_every=3", "--eval_episodes=1", "--track_ref_kl=false", "--wandb.enable=false",
-    )  # fmt: skip
+        monkeypatch,
+        f"--policy.path={stage1}",
+        "--policy.device=cpu",
+        f"--env.type={ENV_TYPE}",
+        "--env.task=reach,reach_again",
+        "--env.episode_length=4",
+        f"--output_dir={out}",
+        "--group_size=2",
+        "--iterations=3",
+        "--eval_every=3",
+        "--eval_episodes=1",
+        "--track_ref_kl=false",
+        "--wandb.enable=false",
+    )
     logs = _metrics(out)
     assert [log["task"] for log in logs] == ["reach/0", "reach_again/0", "reach/0"]
     assert 0.0 <= logs[-1]["eval_pc_success"] <= 100.0  # averaged over both tasks
@@ -261,19 +286,32 @@ def test_grpo_takes_the_tasks_of_a_multi_task_env_in_turn(monkeypatch, tmp_path,
 def test_grpo_checkpoint_runs_in_lerobot_eval(monkeypatch, tmp_path, stage1):
     out = tmp_path / "grpo"
     _run(
-        monkeypatch, f"--policy.path={stage1}", "--policy.device=cpu", f"--env.type={ENV_TYPE}",
-        "--env.episode_length=6", f"--output_dir={out}", "--group_size=2", "--iterations=1",
-        "--track_ref_kl=false", "--kl_weight=0",
-    )  # fmt: skip
+        monkeypatch,
+        f"--policy.path={stage1}",
+        "--policy.device=cpu",
+        f"--env.type={ENV_TYPE}",
+        "--env.episode_length=6",
+        f"--output_dir={out}",
+        "--group_size=2",
+        "--iterations=1",
+        "--track_ref_kl=false",
+        "--kl_weight=0",
+    )
     from lerobot.scripts import lerobot_eval
 
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()  # lerobot-eval makes it only when it writes videos
-    monkeypatch.setattr(sys, "argv", [
-        "lerobot-eval", f"--policy.path={out / 'checkpoints' / 'last' / 'pretrained_model'}",
-        f"--env.type={ENV_TYPE}", "--env.episode_length=6", "--eval.n_episodes=2", "--eval.batch_size=2",
-        "--eval.use_async_envs=false", f"--output_dir={eval_dir}",
-    ])  # fmt: skip
+    argv = [
+        "lerobot-eval",
+        f"--policy.path={out / 'checkpoints' / 'last' / 'pretrained_model'}",
+        f"--env.type={ENV_TYPE}",
+        "--env.episode_length=6",
+        "--eval.n_episodes=2",
+        "--eval.batch_size=2",
+        "--eval.use_async_envs=false",
+        f"--output_dir={eval_dir}",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(lerobot_eval, "eval_policy_all", _no_video(lerobot_eval.eval_policy_all))
     lerobot_eval.eval_main()
     info = json.loads((eval_dir / "eval_info.json").read_text())

@@ -13,11 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _rollout(checkpoint: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lerobot.scripts.lerobot_rollout", f"--policy.path={checkpoint}",
-         "--robot.type=aim_sim", "--duration=2", "--fps=10", "--task=go", "--play_sounds=false",
-         "--return_to_initial_position=false", *extra],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lerobot.scripts.lerobot_rollout",
+            f"--policy.path={checkpoint}",
+            "--robot.type=aim_sim",
+            "--duration=2",
+            "--fps=10",
+            "--task=go",
+            "--play_sounds=false",
+            "--return_to_initial_position=false",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.slow

@@ -45,7 +45,12 @@ def _batch(config, size: int, generator: torch.Generator) -> dict:
         frames.append(torch.stack([_frame(x, y) for x in xs]))
         maps.append(torch.stack([_value_map(x, y) for x in xs]))
         actions.append(torch.tensor([direction, 0.0]).repeat(len(config.action_delta_indices), 1))
-    return {IMAGES: torch.stack(frames), MAPS: torch.stack(maps), "action": torch.stack(actions), "task": ["slide"] * size}
+    return {
+        IMAGES: torch.stack(frames),
+        MAPS: torch.stack(maps),
+        "action": torch.stack(actions),
+        "task": ["slide"] * size,
+    }
 
 
 def _stats(batch: dict) -> dict:
@@ -55,8 +60,11 @@ def _stats(batch: dict) -> dict:
         x = x.flatten(0, 1)
         return {"mean": x.mean((0, 2, 3)).view(3, 1, 1), "std": x.std((0, 2, 3)).view(3, 1, 1)}
 
-    return {IMAGES: channel_stats(batch[IMAGES]), MAPS: channel_stats(batch[MAPS]),
-            "action": {"mean": torch.zeros(2), "std": torch.ones(2)}}  # fmt: skip
+    return {
+        IMAGES: channel_stats(batch[IMAGES]),
+        MAPS: channel_stats(batch[MAPS]),
+        "action": {"mean": torch.zeros(2), "std": torch.ones(2)},
+    }
 
 
 @pytest.mark.slow

@@ -70,10 +70,18 @@ def test_lerobot_train_learns_saves_and_resumes(dataset_root, tmp_path):
 def test_accelerate_multi_process_training(dataset_root, tmp_path):
     """Two processes through accelerate (gloo on CPU): the path that several GPUs and nodes take."""
     accelerate = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
-        "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", "--main_process_port=29533",
-        "-m", "lerobot.scripts.lerobot_train",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes=2",
+        "--num_machines=1",
+        "--mixed_precision=no",
+        "--dynamo_backend=no",
+        "--main_process_port=29533",
+        "-m",
+        "lerobot.scripts.lerobot_train",
+    ]
     log = _run([*accelerate, *_common(dataset_root, tmp_path / "ddp", 4)])
     assert "Effective batch size: 8 x 2 = 16" in log
     assert (tmp_path / "ddp" / "checkpoints" / "last" / "pretrained_model" / "model.safetensors").is_file()

@@ -21,11 +21,22 @@ def test_viz_cli_writes_video_and_contact_sheet(tmp_path):
     checkpoint = save_tiny_checkpoint(tmp_path / "ckpt", ["head"], image_hw=(32, 32), action_dim=2)
     out = tmp_path / "viz"
     result = subprocess.run(
-        [sys.executable, "-m", "lerobot_aim.viz.predictions", f"--policy.path={checkpoint}",
-         "--dataset.repo_id=local/aim_synthetic", f"--dataset.root={data}", "--episode=0",
-         f"--output_dir={out}", "--sheet_every=4"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lerobot_aim.viz.predictions",
+            f"--policy.path={checkpoint}",
+            "--dataset.repo_id=local/aim_synthetic",
+            f"--dataset.root={data}",
+            "--episode=0",
+            f"--output_dir={out}",
+            "--sheet_every=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with av.open(str(out / "episode_0.mp4")) as container:
         frames = list(container.decode(video=0))
@@ -39,9 +50,12 @@ def test_viz_cli_writes_video_and_contact_sheet(tmp_path):
 
 def _viz(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lerobot_aim.viz.predictions", *args], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "lerobot_aim.viz.predictions", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
         cwd=ROOT,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow
@@ -57,4 +71,6 @@ def test_viz_cli_answers_wrong_inputs_in_one_line(tmp_path):
     assert missing.returncode == 2 and "No checkpoint at" in missing.stderr
     (checkpoint / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes()[:1000])
     truncated = _viz(f"--policy.path={checkpoint}", *dataset)
-    assert "model.safetensors cannot be read" in truncated.stderr and "damaged or truncated" in truncated.stderr
+    assert (
+        "model.safetensors cannot be read" in truncated.stderr and "damaged or truncated" in truncated.stderr
+    )
