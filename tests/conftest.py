@@ -59,4 +59,5 @@ def save_tiny_checkpoint(path: Path, cameras: list[str], image_hw=(64, 64), acti
 
 # ----------------------------------------------------------------------------------------------
 # Serving tests (tests/test_serving_*.py): their fixtures live in tests/serving_helpers.py.
-pytest_plugins = ["tests.serving_helpers"]
+# RoboTwin tests (tests/test_robotwin_*.py): their datasets live in tests/robotwin_helpers.py.
+pytest_plugins = ["tests.serving_helpers", "tests.robotwin_helpers"]
