@@ -2,7 +2,9 @@
 LeRobot's ACT and Diffusion Policy, at equal inputs.
 
     python -m benchmarks.success                      # the CPU suite below, about 5 h on 2 cores
-    python -m benchmarks.success --samples 400000 --eval_episodes 50 --device cuda   # a GPU
+    python -m benchmarks.success --samples=9600 --grpo_iterations=4 --grpo_eval_episodes=20   # ~3 h
+    python -m benchmarks.success --samples=400000 --eval_episodes=50 --device=cuda   # a GPU
+    python -m benchmarks.success --methods='[aim_intent_causal,act]' --partial=true  # write what is done
 
 One `lerobot-aim-collect` dataset (views rendered at ``--image_size``); every method trains with
 `lerobot-train` on it for the same number of samples (steps x batch size) and is evaluated by
@@ -23,9 +25,6 @@ and per task with 95% Wilson intervals, wall times, seeds, budget, the value-map
 dataset, the commit and the machine; ``--partial`` writes what has finished so far.
 """
 
-from __future__ import annotations
-
-import argparse
 import json
 import math
 import os
@@ -34,9 +33,20 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.common import RESULTS, device_tag, write
+from lerobot.configs import parser
+
+from benchmarks.common import (
+    RESULTS,
+    BenchmarkInputError,
+    check_at_least_one,
+    check_device,
+    device_tag,
+    write,
+)
+from lerobot_aim.cli import run_command
 from lerobot_aim.data import schema
 from lerobot_aim.envs.metaworld_env import difficulty_groups, resolve_tasks
 
@@ -53,8 +63,12 @@ AIM_RECIPE = ["--policy.optimizer_lr=1e-3", "--policy.scheduler_decay_lr=1e-4"]
 
 
 def aim_flags(image_size: int, *extra: str) -> list[str]:
-    return [f"--config_path={ROOT / 'configs' / 'aim_tiny.json'}", f"--policy.image_size=[{image_size},{image_size}]",
-            *AIM_RECIPE, *extra]  # fmt: skip
+    return [
+        f"--config_path={ROOT / 'configs' / 'aim_tiny.json'}",
+        f"--policy.image_size=[{image_size},{image_size}]",
+        *AIM_RECIPE,
+        *extra,
+    ]
 
 
 def method_flags(image_size: int) -> dict[str, list[str]]:
@@ -67,15 +81,29 @@ def method_flags(image_size: int) -> dict[str, list[str]]:
         "aim_intent_causal_state": aim_flags(image_size, "--policy.use_state=true"),
         "aim_wam": aim_flags(image_size, "--policy.attention_mode=wam"),
         "aim_no_value": aim_flags(image_size, "--policy.attention_mode=no_value"),
-        "act": ["--policy.type=act", "--policy.pretrained_backbone_weights=null", "--policy.chunk_size=16",
-                "--policy.n_action_steps=8", "--policy.dim_model=256", "--policy.dim_feedforward=1024",
-                "--policy.optimizer_lr=1e-4", "--policy.optimizer_lr_backbone=1e-4"],
-        "diffusion": ["--policy.type=diffusion", "--policy.pretrained_backbone_weights=null",
-                      "--policy.use_group_norm=true", "--policy.horizon=16", "--policy.n_action_steps=8",
-                      "--policy.drop_n_last_frames=7", "--policy.down_dims=[128,256,512]",
-                      "--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=10",
-                      "--policy.scheduler_warmup_steps=50"],
-    }  # fmt: skip
+        "act": [
+            "--policy.type=act",
+            "--policy.pretrained_backbone_weights=null",
+            "--policy.chunk_size=16",
+            "--policy.n_action_steps=8",
+            "--policy.dim_model=256",
+            "--policy.dim_feedforward=1024",
+            "--policy.optimizer_lr=1e-4",
+            "--policy.optimizer_lr_backbone=1e-4",
+        ],
+        "diffusion": [
+            "--policy.type=diffusion",
+            "--policy.pretrained_backbone_weights=null",
+            "--policy.use_group_norm=true",
+            "--policy.horizon=16",
+            "--policy.n_action_steps=8",
+            "--policy.drop_n_last_frames=7",
+            "--policy.down_dims=[128,256,512]",
+            "--policy.noise_scheduler_type=DDIM",
+            "--policy.num_inference_steps=10",
+            "--policy.scheduler_warmup_steps=50",
+        ],
+    }
 
 
 METHODS = list(method_flags(48))
@@ -86,9 +114,19 @@ LOG_FREQ = 50
 # Stage II recipe (benchmarks/README.md, from Flow-GRPO and piRL): flow-SDE noise a = 0.5, groups of
 # 8 rollouts from one initial state, PPO clip 0.2 per denoising step, advantages clipped to 5, a small
 # KL to the Stage I policy, the 10 denoising steps of Stage I.
-GRPO_RECIPE = ["--group_size=8", "--sde_noise=0.5", "--clip_epsilon=0.2", "--ratio_level=step",
-               "--advantage_clip=5.0", "--kl_weight=0.01", "--learning_rate=3e-5", "--minibatch_size=16",
-               "--num_epochs=1", "--lambda_d=0.5", "--lambda_s=1.0"]  # fmt: skip
+GRPO_RECIPE = [
+    "--group_size=8",
+    "--sde_noise=0.5",
+    "--clip_epsilon=0.2",
+    "--ratio_level=step",
+    "--advantage_clip=5.0",
+    "--kl_weight=0.01",
+    "--learning_rate=3e-5",
+    "--minibatch_size=16",
+    "--num_epochs=1",
+    "--lambda_d=0.5",
+    "--lambda_s=1.0",
+]
 # Reference rows, taken from the literature and not run here: SmolVLA paper, table 2 (MetaWorld MT50,
 # 10 trials per task), success (%) per difficulty group and the MT50 average.
 LITERATURE = {
@@ -129,19 +167,34 @@ def train_command(train_dir: Path, fresh: list[str]) -> list[str] | None:
         config = json.loads((last / "pretrained_model" / "train_config.json").read_text())
         if int(last.name) >= config["steps"]:
             return None
-        return [str(BIN / "lerobot-train"), f"--config_path={last / 'pretrained_model' / 'train_config.json'}",
-                "--resume=true"]  # fmt: skip
-    shutil.rmtree(train_dir, ignore_errors=True)  # started but never checkpointed: start again
+        return [
+            str(BIN / "lerobot-train"),
+            f"--config_path={last / 'pretrained_model' / 'train_config.json'}",
+            "--resume=true",
+        ]
     return [str(BIN / "lerobot-train"), *fresh, f"--output_dir={train_dir}"]
+
+
+def start_training(train_dir: Path, cmd: list[str]) -> None:
+    """Before a fresh run, remove what a run that died before its first checkpoint left (lerobot-train
+    refuses an existing output_dir without --resume)."""
+    if "--resume=true" not in cmd:
+        shutil.rmtree(train_dir, ignore_errors=True)
 
 
 def baseline_dataset_edit(info: dict, root: Path, new_root: Path) -> list[str]:
     """`lerobot-edit-dataset` dropping what only AIM reads (value maps, calibration, contact signals)."""
     keep = {"observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index"}
     drop = [k for k in info["features"] if k not in keep and not k.startswith(schema.IMAGES_PREFIX)]
-    return [str(BIN / "lerobot-edit-dataset"), "--repo_id=local/bench", f"--root={root}",
-            "--new_repo_id=local/bench_images", f"--new_root={new_root}", "--operation.type=remove_feature",
-            f"--operation.feature_names={json.dumps(drop)}"]  # fmt: skip
+    return [
+        str(BIN / "lerobot-edit-dataset"),
+        "--repo_id=local/bench",
+        f"--root={root}",
+        "--new_repo_id=local/bench_images",
+        f"--new_root={new_root}",
+        "--operation.type=remove_feature",
+        f"--operation.feature_names={json.dumps(drop)}",
+    ]
 
 
 def dataset_value_map_schema(info: dict) -> dict[str, int | None]:
@@ -155,7 +208,10 @@ def counts_by_task(eval_info: dict, groups: dict[str, list[str]]) -> dict[str, t
     out = {}
     for entry in eval_info["per_task"]:
         successes = entry["metrics"]["successes"]
-        out[groups[entry["task_group"]][entry["task_id"]]] = (int(sum(bool(s) for s in successes)), len(successes))
+        out[groups[entry["task_group"]][entry["task_id"]]] = (
+            int(sum(bool(s) for s in successes)),
+            len(successes),
+        )
     return out
 
 
@@ -181,7 +237,9 @@ def wilson_interval(success_pc: float, n: int, z: float = 1.96) -> tuple[float, 
     return max(0.0, low), min(100.0, high)
 
 
-TRAIN_LOG = re.compile(r"step:\S+ smpl:\S+ .*?loss:(?P<loss>[\d.eE+-]+).*?updt_s:(?P<updt>[\d.]+) data_s:(?P<data>[\d.]+)")
+TRAIN_LOG = re.compile(
+    r"step:\S+ smpl:\S+ .*?loss:(?P<loss>[\d.eE+-]+).*?updt_s:(?P<updt>[\d.]+) data_s:(?P<data>[\d.]+)"
+)
 CHECKPOINT_LOG = re.compile(r"Checkpoint policy after step (?P<step>\d+)")
 START_LOG = "Start offline training"
 
@@ -202,8 +260,13 @@ def learning_curve(log_text: str, log_freq: int, batch_size: int) -> list[dict]:
         elif m := TRAIN_LOG.search(line):
             step += log_freq
             points = {k: v for k, v in points.items() if k < step} if step == start + log_freq else points
-            points[step] = {"step": step, "samples": step * batch_size, "loss": float(m["loss"]),
-                            "update_s": float(m["updt"]), "data_s": float(m["data"])}  # fmt: skip
+            points[step] = {
+                "step": step,
+                "samples": step * batch_size,
+                "loss": float(m["loss"]),
+                "update_s": float(m["updt"]),
+                "data_s": float(m["data"]),
+            }
     return [points[s] for s in sorted(points)]
 
 
@@ -218,36 +281,76 @@ def git_commit() -> dict:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "lerobot_aim",
-            "benchmarks/success.py"))}  # fmt: skip
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--", "lerobot_aim", "benchmarks/success.py")),
+    }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default=CPU_SUITE, help="MetaWorld tasks and/or difficulty groups, comma-separated")
-    parser.add_argument("--episodes", type=int, default=30, help="demonstrations per task")
-    parser.add_argument("--samples", type=int, default=19200, help="training samples seen by every method")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--eval_episodes", type=int, default=20, help="per task")
-    parser.add_argument("--eval_batch_size", type=int, default=10)
-    parser.add_argument("--episode_length", type=int, default=200)
-    parser.add_argument("--image_size", type=int, default=48, help="every view, for every method (AIM: multiple of 16)")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--grpo_iterations", type=int, default=12, help="Stage II on pick-place-v3 (0: none)")
-    parser.add_argument("--grpo_initial_states", type=int, default=2, help="groups of 8 rollouts per iteration")
-    parser.add_argument("--grpo_eval_episodes", type=int, default=50, help="pick-place-v3 episodes, before and after")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "bench_success")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--partial", action="store_true", help="write the results of the stages done so far, run nothing")
-    args = parser.parse_args()  # fmt: skip
+@dataclass
+class SuccessConfig:
+    # MetaWorld tasks and/or difficulty groups, comma-separated (default: the CPU suite of six tasks).
+    tasks: str = CPU_SUITE
+    # Scripted demonstrations per task.
+    episodes: int = 30
+    # Training samples (steps x batch size) seen by every method.
+    samples: int = 19200
+    batch_size: int = 16
+    # lerobot-eval episodes per task (the same seeds for every method).
+    eval_episodes: int = 20
+    eval_batch_size: int = 10
+    # Steps per evaluation episode at most.
+    episode_length: int = 200
+    # Size of every view, for every method (AIM: a multiple of 16).
+    image_size: int = 48
+    # Methods to train and evaluate, in this order.
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    # GRPO iterations of Stage II on pick-place-v3 (0: no Stage II).
+    grpo_iterations: int = 12
+    # Groups of 8 rollouts per GRPO iteration.
+    grpo_initial_states: int = 2
+    # pick-place-v3 episodes, before and after Stage II.
+    grpo_eval_episodes: int = 50
+    device: str = "cpu"
+    # Where the dataset, checkpoints, evaluations and logs are kept (rerun to resume).
+    output_dir: Path = ROOT / "outputs" / "bench_success"
+    seed: int = 0
+    # Write the results of the stages done so far and run nothing.
+    partial: bool = False
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        check_at_least_one(
+            episodes=self.episodes,
+            samples=self.samples,
+            batch_size=self.batch_size,
+            eval_episodes=self.eval_episodes,
+            eval_batch_size=self.eval_batch_size,
+            episode_length=self.episode_length,
+            grpo_initial_states=self.grpo_initial_states,
+            grpo_eval_episodes=self.grpo_eval_episodes,
+        )
+        if unknown := sorted(set(self.methods) - set(METHODS)):
+            raise BenchmarkInputError(f"--methods: unknown {unknown}; choose from {METHODS}.")
+        if self.image_size % 16:
+            raise BenchmarkInputError(f"--image_size={self.image_size}: AIM needs a multiple of 16, e.g. 48.")
+        if self.samples < 4 * self.batch_size:
+            raise BenchmarkInputError(
+                f"--samples={self.samples}: at least 4 batches ({4 * self.batch_size})."
+            )
+        try:
+            resolve_tasks(self.tasks)
+        except (KeyError, ValueError) as error:
+            raise BenchmarkInputError(f"--tasks={self.tasks}: {error}") from None
+
+
+@parser.wrap()
+def success(args: SuccessConfig) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     groups = resolve_tasks(args.tasks)
-    methods = args.methods.split(",")
+    methods = args.methods
     flags = method_flags(args.image_size)
-    if unknown := set(methods) - set(flags):
-        parser.error(f"unknown methods {sorted(unknown)}; choose from {list(flags)}")
-    out = args.output_dir.resolve()
+    out = Path(args.output_dir).resolve()
     data, images_only = out / "data", out / "data_images"
     bench = Bench(out)
     eval_seed = args.seed + 100_000
@@ -255,37 +358,73 @@ def main() -> None:
     rows: dict[str, dict] = {}
 
     def env_flags(task: str) -> list[str]:
-        return [f"--env.type=aim_metaworld", f"--env.task={task}", f"--env.episode_length={args.episode_length}",
-                f"--env.observation_height={args.image_size}", f"--env.observation_width={args.image_size}"]  # fmt: skip
+        return [
+            "--env.type=aim_metaworld",
+            f"--env.task={task}",
+            f"--env.episode_length={args.episode_length}",
+            f"--env.observation_height={args.image_size}",
+            f"--env.observation_width={args.image_size}",
+        ]
 
     if not args.partial:
         if not (data / "meta" / "info.json").is_file():
-            bench.run("collect", [str(BIN / "lerobot-aim-collect"), "--repo_id=local/bench", f"--root={data}",
-                      f"--task={args.tasks}", f"--num_episodes={args.episodes}", f"--seed={args.seed}",
-                      f"--image_size={args.image_size}", "--max_steps=300"])  # fmt: skip
+            bench.run(
+                "collect",
+                [
+                    str(BIN / "lerobot-aim-collect"),
+                    "--repo_id=local/bench",
+                    f"--root={data}",
+                    f"--task={args.tasks}",
+                    f"--num_episodes={args.episodes}",
+                    f"--seed={args.seed}",
+                    f"--image_size={args.image_size}",
+                    "--max_steps=300",
+                ],
+            )
         if not (images_only / "meta" / "info.json").is_file():
             shutil.rmtree(images_only, ignore_errors=True)
-            bench.run("edit_dataset", baseline_dataset_edit(json.loads((data / "meta" / "info.json").read_text()),
-                      data, images_only))  # fmt: skip
+            bench.run(
+                "edit_dataset",
+                baseline_dataset_edit(
+                    json.loads((data / "meta" / "info.json").read_text()), data, images_only
+                ),
+            )
     info = json.loads((data / "meta" / "info.json").read_text())
     map_schema = dataset_value_map_schema(info)
     if any(v != schema.SCHEMA_VERSION for v in map_schema.values()):
-        raise SystemExit(f"The dataset's value maps are of schema {map_schema}, not {schema.SCHEMA_VERSION}: "
-                         "results on them would be made on wrong maps. Collect it again.")  # fmt: skip
+        raise SystemExit(
+            f"The dataset's value maps are of schema {map_schema}, not {schema.SCHEMA_VERSION}: "
+            "results on them would be made on wrong maps. Collect it again."
+        )
 
     def checkpoint(name: str) -> Path:
         return out / "train" / name / "checkpoints" / "last" / "pretrained_model"
 
     def train(name: str) -> Path | None:
         train_dir = out / "train" / name
-        dataset = ["--dataset.repo_id=local/bench", f"--dataset.root={data}"] if name.startswith("aim") else [
-            "--dataset.repo_id=local/bench_images", f"--dataset.root={images_only}"]  # fmt: skip
-        fresh = [*flags[name], *dataset, f"--steps={steps}", f"--batch_size={args.batch_size}",
-                 f"--save_freq={steps // 4}", f"--log_freq={LOG_FREQ}", "--num_workers=2", f"--policy.device={args.device}",
-                 "--policy.push_to_hub=false", "--wandb.enable=false", f"--seed={args.seed}"]  # fmt: skip
+        dataset = (
+            ["--dataset.repo_id=local/bench", f"--dataset.root={data}"]
+            if name.startswith("aim")
+            else ["--dataset.repo_id=local/bench_images", f"--dataset.root={images_only}"]
+        )
+        fresh = [
+            *flags[name],
+            *dataset,
+            f"--steps={steps}",
+            f"--batch_size={args.batch_size}",
+            f"--save_freq={steps // 4}",
+            f"--log_freq={LOG_FREQ}",
+            "--num_workers=2",
+            f"--policy.device={args.device}",
+            "--policy.push_to_hub=false",
+            "--wandb.enable=false",
+            f"--seed={args.seed}",
+        ]
         cmd = train_command(train_dir, fresh)
         if cmd and args.partial:
             return None
+        if cmd:
+            start_training(train_dir, cmd)
         if cmd:
             bench.run(f"train_{name}", cmd)
         return checkpoint(name)
@@ -296,10 +435,20 @@ def main() -> None:
             if args.partial:
                 return None
             shutil.rmtree(folder, ignore_errors=True)
-            bench.run(f"eval_{stage}", [str(BIN / "lerobot-eval"), f"--policy.path={policy}", *env_flags(task),
-                      f"--eval.n_episodes={n}", f"--eval.batch_size={min(args.eval_batch_size, n)}",
-                      "--eval.use_async_envs=false", f"--policy.device={args.device}", f"--output_dir={folder}",
-                      f"--seed={eval_seed}"])  # fmt: skip
+            bench.run(
+                f"eval_{stage}",
+                [
+                    str(BIN / "lerobot-eval"),
+                    f"--policy.path={policy}",
+                    *env_flags(task),
+                    f"--eval.n_episodes={n}",
+                    f"--eval.batch_size={min(args.eval_batch_size, n)}",
+                    "--eval.use_async_envs=false",
+                    f"--policy.device={args.device}",
+                    f"--output_dir={folder}",
+                    f"--seed={eval_seed}",
+                ],
+            )
         eval_info = json.loads((folder / "eval_info.json").read_text())
         task_groups = resolve_tasks(task)
         counts = counts_by_task(eval_info, task_groups)
@@ -307,13 +456,22 @@ def main() -> None:
         successes = sum(k for k, _ in counts.values())
         episodes = sum(n for _, n in counts.values())
         log = out / "logs" / f"train_{name}.log"
-        return {"method": name, "success": 100.0 * successes / episodes, "successes": successes,
-                "eval_episodes": episodes, "interval": wilson_interval(100.0 * successes / episodes, episodes),
-                "per_group": by_difficulty(per_task), "per_task": per_task,
-                "per_task_counts": {t: list(c) for t, c in counts.items()},
-                "per_task_interval": {t: wilson_interval(100.0 * k / n, n) for t, (k, n) in counts.items()},
-                "train_s": bench.times.get(f"train_{name}"), "eval_s": bench.times.get(f"eval_{stage}"),
-                "learning_curve": learning_curve(log.read_text(), LOG_FREQ, args.batch_size) if log.is_file() else []}  # fmt: skip
+        return {
+            "method": name,
+            "success": 100.0 * successes / episodes,
+            "successes": successes,
+            "eval_episodes": episodes,
+            "interval": wilson_interval(100.0 * successes / episodes, episodes),
+            "per_group": by_difficulty(per_task),
+            "per_task": per_task,
+            "per_task_counts": {t: list(c) for t, c in counts.items()},
+            "per_task_interval": {t: wilson_interval(100.0 * k / n, n) for t, (k, n) in counts.items()},
+            "train_s": bench.times.get(f"train_{name}"),
+            "eval_s": bench.times.get(f"eval_{stage}"),
+            "learning_curve": learning_curve(log.read_text(), LOG_FREQ, args.batch_size)
+            if log.is_file()
+            else [],
+        }
 
     for name in methods:
         policy = train(name)
@@ -330,31 +488,70 @@ def main() -> None:
         grpo_dir = out / "train" / GRPO
         last = grpo_dir / "checkpoints" / "last"
         done = last.exists() and int(last.resolve().name) >= args.grpo_iterations
-        before = evaluate(source, checkpoint(source), GRPO_TASK, args.grpo_eval_episodes, f"{source}_{GRPO_TASK}")
+        before = evaluate(
+            source, checkpoint(source), GRPO_TASK, args.grpo_eval_episodes, f"{source}_{GRPO_TASK}"
+        )
         if not done and not args.partial:
-            bench.run(f"train_{GRPO}", [str(BIN / "lerobot-aim-grpo"), f"--policy.path={checkpoint(source)}",
-                      *env_flags(GRPO_TASK), f"--output_dir={grpo_dir}", f"--iterations={args.grpo_iterations}",
-                      f"--num_initial_states={args.grpo_initial_states}", *GRPO_RECIPE, "--save_every=1",
-                      f"--seed={args.seed}", f"--resume={str(last.exists()).lower()}"])  # fmt: skip
+            bench.run(
+                f"train_{GRPO}",
+                [
+                    str(BIN / "lerobot-aim-grpo"),
+                    f"--policy.path={checkpoint(source)}",
+                    *env_flags(GRPO_TASK),
+                    f"--output_dir={grpo_dir}",
+                    f"--iterations={args.grpo_iterations}",
+                    f"--num_initial_states={args.grpo_initial_states}",
+                    *GRPO_RECIPE,
+                    "--save_every=1",
+                    f"--seed={args.seed}",
+                    f"--resume={str(last.exists()).lower()}",
+                ],
+            )
             done = True
-        after = evaluate(GRPO, last / "pretrained_model", GRPO_TASK, args.grpo_eval_episodes, f"{GRPO}_{GRPO_TASK}") if done else None  # fmt: skip
+        after = (
+            evaluate(
+                GRPO, last / "pretrained_model", GRPO_TASK, args.grpo_eval_episodes, f"{GRPO}_{GRPO_TASK}"
+            )
+            if done
+            else None
+        )
         if before is not None:
             metrics = grpo_dir / "metrics.jsonl"
-            grpo = {"from": source, "task": GRPO_TASK, "iterations": args.grpo_iterations,
-                    "rollouts_per_iteration": 8 * args.grpo_initial_states, "recipe": GRPO_RECIPE,
-                    "before": before, "after": after, "train_s": bench.times.get(f"train_{GRPO}"),
-                    "metrics": [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-                    if metrics.is_file() else []}  # fmt: skip
+            grpo = {
+                "from": source,
+                "task": GRPO_TASK,
+                "iterations": args.grpo_iterations,
+                "rollouts_per_iteration": 8 * args.grpo_initial_states,
+                "recipe": GRPO_RECIPE,
+                "before": before,
+                "after": after,
+                "train_s": bench.times.get(f"train_{GRPO}"),
+                "metrics": [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+                if metrics.is_file()
+                else [],
+            }
 
     tag = "cpu" if args.tasks == CPU_SUITE else args.tasks.replace(",", "+")
     name = f"success_{tag}_{args.image_size}px_{device_tag(args.device)}"
-    result = {"args": {k: str(v) for k, v in vars(args).items()}, "tasks": groups, "train_steps": steps,
-              "samples_per_method": steps * args.batch_size, "eval_seeds": [eval_seed, eval_seed + args.eval_episodes - 1],
-              "demo_seeds_from": args.seed, "value_map_schema": map_schema, "git": git_commit(),
-              "machine_label": f"{os.cpu_count()}-core CPU" if args.device == "cpu" else args.device,
-              "complete": all(m in rows for m in methods) and (args.grpo_iterations == 0 or (grpo or {}).get("after") is not None),
-              "method_flags": {m: flags[m] for m in methods}, "aim_recipe": AIM_RECIPE,
-              "better_state_variant": chosen, "times_s": bench.times, "rows": list(rows.values()), "grpo": grpo}  # fmt: skip
+    result = {
+        "args": {k: str(v) for k, v in asdict(args).items()},
+        "tasks": groups,
+        "train_steps": steps,
+        "samples_per_method": steps * args.batch_size,
+        "eval_seeds": [eval_seed, eval_seed + args.eval_episodes - 1],
+        "demo_seeds_from": args.seed,
+        "value_map_schema": map_schema,
+        "git": git_commit(),
+        "machine_label": f"{os.cpu_count()}-core CPU" if args.device == "cpu" else args.device,
+        "complete": all(m in rows for m in methods)
+        and (args.grpo_iterations == 0 or (grpo or {}).get("after") is not None),
+        "method_flags": {m: flags[m] for m in methods},
+        "aim_recipe": AIM_RECIPE,
+        "better_state_variant": chosen,
+        "times_s": bench.times,
+        "rows": list(rows.values()),
+        "grpo": grpo,
+    }
     if not rows:
         raise SystemExit("No method has finished yet: nothing to write.")
     path = write(name, result, table(result, args))
@@ -386,12 +583,16 @@ def comparisons(rows: dict[str, dict]) -> list[str]:
         best = max(baselines, key=lambda b: rows[b]["success"])
         lines.append(f"- intent_causal >= best baseline overall: {side(ic)} vs {side(best)}")
         if "act" in rows and GRPO_TASK in rows[ic]["per_task"]:
-            lines.append(f"- intent_causal > ACT on {GRPO_TASK}: {side(ic, GRPO_TASK)} vs {side('act', GRPO_TASK)}")
+            lines.append(
+                f"- intent_causal > ACT on {GRPO_TASK}: {side(ic, GRPO_TASK)} vs {side('act', GRPO_TASK)}"
+            )
     for other in ("aim_wam", "aim_no_value"):
         if ic in rows and other in rows:
             lines.append(f"- intent_causal >= {other}: {side(ic)} vs {side(other)}")
     if all(m in rows for m in STATE_PAIR):
-        lines.append(f"- state: {side(STATE_PAIR[0])} vs {side(STATE_PAIR[1])}; better: {best_of(rows, STATE_PAIR)}")
+        lines.append(
+            f"- state: {side(STATE_PAIR[0])} vs {side(STATE_PAIR[1])}; better: {best_of(rows, STATE_PAIR)}"
+        )
     return lines
 
 
@@ -399,32 +600,66 @@ def table(result: dict, args) -> str:
     rows = result["rows"]
     tasks = list(rows[0]["per_task"])
     group_names = list(rows[0]["per_group"])
-    head = ["method", "success (%)", "95% interval", *(f"{g} (%)" for g in group_names), *tasks, "train (s)",
-            "eval (s)"]  # fmt: skip
-    lines = [f"Value-map schema of the dataset: {result['value_map_schema']}; commit {result['git']['commit'][:10]}"
-             f"{' (uncommitted changes)' if result['git']['dirty'] else ''}; {result['machine_label']}."
-             + ("" if result["complete"] else " **Partial: stages still running or not run.**"), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    head = [
+        "method",
+        "success (%)",
+        "95% interval",
+        *(f"{g} (%)" for g in group_names),
+        *tasks,
+        "train (s)",
+        "eval (s)",
+    ]
+    lines = [
+        f"Value-map schema of the dataset: {result['value_map_schema']}; commit {result['git']['commit'][:10]}"
+        f"{' (uncommitted changes)' if result['git']['dirty'] else ''}; {result['machine_label']}."
+        + ("" if result["complete"] else " **Partial: stages still running or not run.**"),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     fmt = lambda v: "" if v is None else f"{v:.0f}"  # noqa: E731
     for r in rows:
-        cells = [r["method"], f"{r['success']:.1f}", _interval(r), *(f"{r['per_group'][g]:.1f}" for g in group_names),
-                 *(f"{r['per_task'][t]:.0f} ({r['per_task_interval'][t][0]:.0f}-{r['per_task_interval'][t][1]:.0f})"
-                   for t in tasks), fmt(r["train_s"]), fmt(r["eval_s"])]  # fmt: skip
+        cells = [
+            r["method"],
+            f"{r['success']:.1f}",
+            _interval(r),
+            *(f"{r['per_group'][g]:.1f}" for g in group_names),
+            *(
+                f"{r['per_task'][t]:.0f} ({r['per_task_interval'][t][0]:.0f}-{r['per_task_interval'][t][1]:.0f})"
+                for t in tasks
+            ),
+            fmt(r["train_s"]),
+            fmt(r["eval_s"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     for method, groups in LITERATURE.items():
-        cells = [f"{method} (literature, MT50 average {groups['MT50']})", "", "",
-                 *(f"{groups[g]:.1f}" for g in group_names), *([""] * len(tasks)), "", ""]  # fmt: skip
+        cells = [
+            f"{method} (literature, MT50 average {groups['MT50']})",
+            "",
+            "",
+            *(f"{groups[g]:.1f}" for g in group_names),
+            *([""] * len(tasks)),
+            "",
+            "",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     grpo = result["grpo"]
     if grpo:
-        lines += ["", f"Stage II on {grpo['task']} from {grpo['from']} ({grpo['iterations']} GRPO iterations x "
-                  f"{grpo['rollouts_per_iteration']} rollouts; {' '.join(grpo['recipe'])}; "
-                  f"train {fmt(grpo['train_s'])} s):", "",
-                  "| checkpoint | success (%) | successes | 95% interval | eval (s) |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"Stage II on {grpo['task']} from {grpo['from']} ({grpo['iterations']} GRPO iterations x "
+            f"{grpo['rollouts_per_iteration']} rollouts; {' '.join(grpo['recipe'])}; "
+            f"train {fmt(grpo['train_s'])} s):",
+            "",
+            "| checkpoint | success (%) | successes | 95% interval | eval (s) |",
+            "|---|---|---|---|---|",
+        ]
         for label, r in (("Stage I", grpo["before"]), ("Stage I + GRPO", grpo["after"])):
             if r is not None:
-                lines.append(f"| {label} | {r['success']:.1f} | {r['successes']}/{r['eval_episodes']} | "
-                             f"{_interval(r)} | {fmt(r['eval_s'])} |")  # fmt: skip
+                lines.append(
+                    f"| {label} | {r['success']:.1f} | {r['successes']}/{r['eval_episodes']} | "
+                    f"{_interval(r)} | {fmt(r['eval_s'])} |"
+                )
     lines += ["", "Targets (issue 17):", *comparisons({r["method"]: r for r in rows})]
     lines.append(
         f"\nTasks `{args.tasks}`; {args.episodes} scripted demonstrations per task (seeds from {args.seed}); "
@@ -433,7 +668,9 @@ def table(result: dict, args) -> str:
         f"steps, lerobot-eval seeds {result['eval_seeds'][0]}-{result['eval_seeds'][1]} for every method; every view "
         f"rendered and stored at {args.image_size}x{args.image_size} for every method (AIM: "
         f"`--policy.image_size=[{args.image_size},{args.image_size}]`, wrist views packed at half size on its "
-        "T-pose canvas). AIM recipe on the tiny preset: " + " ".join(result["aim_recipe"]) + ". Per-method flags: "
+        "T-pose canvas). AIM recipe on the tiny preset: "
+        + " ".join(result["aim_recipe"])
+        + ". Per-method flags: "
         "`benchmarks/success.py` method_flags. 95% intervals: Wilson score. Train and eval times are wall "
         "times of the whole lerobot-train / lerobot-eval command (start-up, data loading and videos included). "
         "Literature rows: SmolVLA paper, table 2, MetaWorld MT50 with 10 trials per task and each method's own "
@@ -457,8 +694,15 @@ def plot(rows: list[dict], path: Path) -> None:
         low = [r["interval"][0], *(r["per_task_interval"][t][0] for t in r["per_task"])]
         high = [r["interval"][1], *(r["per_task_interval"][t][1] for t in r["per_task"])]
         err = np.array([np.subtract(values, low), np.subtract(high, values)])
-        ax.bar(np.arange(len(columns)) + i * width, values, width, yerr=err, capsize=1.5, label=r["method"],
-               error_kw={"elinewidth": 0.6})  # fmt: skip
+        ax.bar(
+            np.arange(len(columns)) + i * width,
+            values,
+            width,
+            yerr=err,
+            capsize=1.5,
+            label=r["method"],
+            error_kw={"elinewidth": 0.6},
+        )
         if r["learning_curve"]:
             curve = r["learning_curve"]
             curves.plot([p["samples"] for p in curve], [p["loss"] for p in curve], label=r["method"], lw=1)
@@ -470,6 +714,10 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def main() -> None:
+    run_command(success, "benchmarks.success")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Value-map quality on held-out episodes: AIM's predicted future value maps against the recorded ones.
 
-    python -m benchmarks.value_maps            # after benchmarks.success: its checkpoints, 10 min on 2 cores
+    python -m benchmarks.value_maps            # after benchmarks.success: its checkpoints
+    python -m benchmarks.value_maps --episodes=2 --modes='[intent_causal,wam,no_value]'
+
+Each mode's run is kept under ``<bench_dir>/value_maps/`` and scored again, not rerun, next time.
 
 For every AIM checkpoint with a value stream (one per attention mode), along held-out episodes
 (``lerobot-aim-collect`` with seeds that the training dataset never used), the policy plans as it
@@ -27,27 +30,32 @@ policy does not see it). Writes ``results/value_maps_<suite>_<size>px_<machine>.
 is a contact sheet of predicted against recorded maps.
 """
 
-from __future__ import annotations
-
-import argparse
 import json
 import math
 import os
+import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from lerobot.configs import parser
 
-from benchmarks.common import RESULTS, device_tag, write
+from benchmarks.common import RESULTS, BenchmarkInputError, check_at_least_one, device_tag, write
 from benchmarks.success import CPU_SUITE, ROOT, dataset_value_map_schema, git_commit
+from lerobot_aim.cli import run_command
 
 BIN = Path(sys.executable).parent
 HELDOUT_SEED = 5000
 REGION = 0.5  # high-value region: predicted value >= the half maximum of a recorded (unit-peak) region
 NEAR_PX = 3.0
-MODES = {"intent_causal": "aim_intent_causal", "intent_causal_state": "aim_intent_causal_state",
-         "wam": "aim_wam", "no_value": "aim_no_value"}  # fmt: skip
+MODES = {
+    "intent_causal": "aim_intent_causal",
+    "intent_causal_state": "aim_intent_causal_state",
+    "wam": "aim_wam",
+    "no_value": "aim_no_value",
+}
 VIEW_NAMES = ("head", "wrist_left", "wrist_right")
 
 
@@ -84,8 +92,12 @@ def summarise(entries: list[dict]) -> dict:
     peaks = np.array([e["peak_px"] for e in entries])
     corrs = np.array([e["corr"] for e in entries])
     corrs = corrs[np.isfinite(corrs)]
-    return {"n": len(entries), "peak_px": float(peaks.mean()), "within_3px": float((peaks <= NEAR_PX).mean()),
-            "corr": float(corrs.mean()) if len(corrs) else None}  # fmt: skip
+    return {
+        "n": len(entries),
+        "peak_px": float(peaks.mean()),
+        "within_3px": float((peaks <= NEAR_PX).mean()),
+        "corr": float(corrs.mean()) if len(corrs) else None,
+    }
 
 
 def plan_steps(num_steps: int, stride: int, event_steps: list[int]) -> list[int]:
@@ -100,7 +112,9 @@ def future_steps(t: int, stride: int, num_frames: int, num_steps: int) -> list[t
     return [(i, t + (i + 1) * stride) for i in range(num_frames) if t + (i + 1) * stride < num_steps]
 
 
-def hit(canvas_map: np.ndarray, ee_pos: np.ndarray, calibrations: list, head_hw: tuple[int, int], views: str) -> bool | None:
+def hit(
+    canvas_map: np.ndarray, ee_pos: np.ndarray, calibrations: list, head_hw: tuple[int, int], views: str
+) -> bool | None:
     """Whether the end effector projects into the high-value region of a (H_c, W_c) canvas map: in the head
     view (``views="head"``) or in any view that sees it (``"max"``); None when no such view sees it."""
     from lerobot_aim.asvm.packing import view_to_canvas
@@ -116,7 +130,9 @@ def hit(canvas_map: np.ndarray, ee_pos: np.ndarray, calibrations: list, head_hw:
             scale = np.array([head_hw[1] / calib.width, head_hw[0] / calib.height])
             canvas_uv = view_to_canvas((uv + 0.5) * scale - 0.5, 0, head_hw, len(calibrations))
         else:
-            canvas_uv = view_to_canvas(uv, index, head_hw, len(calibrations), view_hw=(calib.height, calib.width))
+            canvas_uv = view_to_canvas(
+                uv, index, head_hw, len(calibrations), view_hw=(calib.height, calib.width)
+            )
         best = max(best, float(bilinear_sample(torch.as_tensor(canvas_map), torch.as_tensor(canvas_uv))[0]))
     return (best >= REGION) if seen else None
 
@@ -144,17 +160,42 @@ def load_episodes(root: Path, repo_id: str) -> list[dict]:
         steps = []
         for index in range(start, stop):
             item = dataset[index]
-            obs = {k: item[k][None] for k in [*map(schema.image_key, cameras), *map(schema.value_map_key, cameras),
-                                              "observation.state"]}  # fmt: skip
+            obs = {
+                k: item[k][None]
+                for k in [
+                    *map(schema.image_key, cameras),
+                    *map(schema.value_map_key, cameras),
+                    "observation.state",
+                ]
+            }
             obs["task"] = [item["task"]]
-            calibs = [CameraCalibration.from_flat(item[schema.intrinsics_key(c)].numpy(),
-                                                  item[schema.extrinsics_key(c)].numpy(), width, height)
-                      for c in cameras]  # fmt: skip
-            steps.append({"obs": obs, "action": item["action"][None], "ee": item[schema.EE_POSITION].numpy(),
-                          "calibrations": calibs})  # fmt: skip
+            calibs = [
+                CameraCalibration.from_flat(
+                    item[schema.intrinsics_key(c)].numpy(),
+                    item[schema.extrinsics_key(c)].numpy(),
+                    width,
+                    height,
+                )
+                for c in cameras
+            ]
+            steps.append(
+                {
+                    "obs": obs,
+                    "action": item["action"][None],
+                    "ee": item[schema.EE_POSITION].numpy(),
+                    "calibrations": calibs,
+                }
+            )
         entry = log[ep]
-        episodes.append({"index": ep, "task": entry["task"], "seed": entry["seed"], "steps": steps,
-                         "events": [(e["kind"], int(e["step"])) for e in entry["events"]]})  # fmt: skip
+        episodes.append(
+            {
+                "index": ep,
+                "task": entry["task"],
+                "seed": entry["seed"],
+                "steps": steps,
+                "events": [(e["kind"], int(e["step"])) for e in entry["events"]],
+            }
+        )
     return episodes
 
 
@@ -175,15 +216,22 @@ def run_policy(path: Path, episodes: list[dict], seed: int) -> dict:
     preprocessor, _ = make_pre_post_processors(policy.config, pretrained_path=str(path))
     cfg = policy.config
     torch.manual_seed(seed)
-    out = {"config": {"attention_mode": cfg.attention_mode, "use_state": cfg.use_state,
-                      "image_size": list(cfg.image_size), "frame_stride": cfg.frame_stride}, "episodes": []}  # fmt: skip
+    out = {
+        "config": {
+            "attention_mode": cfg.attention_mode,
+            "use_state": cfg.use_state,
+            "image_size": list(cfg.image_size),
+            "frame_stride": cfg.frame_stride,
+        },
+        "episodes": [],
+    }
     for episode in episodes:
         steps = episode["steps"]
         batches = []
         for s in steps:
             batch = preprocessor({**s["obs"], "action": s["action"]})
             batches.append(batch)
-        rgb = [((b[OBS_RGB_CANVAS][0] + 1) / 2).clamp(0, 1) for b in batches]
+        rgb = [((b[OBS_RGB_CANVAS][0] + 1) / 2).clamp(0, 1).float().cpu().numpy() for b in batches]
         recorded = [canvas_map((b[OBS_VALUE_CANVAS][0] + 1) / 2) for b in batches]
         events = [e for _, e in episode["events"] if e < len(steps)]
         plans = {}
@@ -197,10 +245,53 @@ def run_policy(path: Path, episodes: list[dict], seed: int) -> dict:
                 target = torch.cat([b["action"][0][None] for b in batches[t : t + cfg.n_action_steps]])
                 error = float((actions[: len(target)] - target.to(actions)).square().mean())
                 maps = policy.decode_value_maps()[0] if policy.model.value is not None else None
-                plans[t] = {"maps": None if maps is None else [canvas_map(m) for m in maps], "action_mse": error}
+                plans[t] = {
+                    "maps": None if maps is None else [canvas_map(m) for m in maps],
+                    "action_mse": error,
+                }
             policy.history.record_action(batch["action"][0][None].to(policy._device()), t)
         out["episodes"].append({"plans": plans, "recorded": recorded, "rgb": rgb})
     return out
+
+
+def save_run(path: Path, run: dict) -> None:
+    """Keep one mode's run along the held-out episodes (maps, canvases, action errors) in an ``.npz``
+    (no pickle), written atomically, so that a rerun scores it without running the policy again."""
+    arrays, plans = {}, []
+    for k, episode in enumerate(run["episodes"]):
+        plans.append({str(t): p["action_mse"] for t, p in episode["plans"].items()})
+        for t, p in episode["plans"].items():
+            if p["maps"] is not None:
+                arrays[f"maps_{k}_{t}"] = np.stack(p["maps"]).astype(np.float32)
+        arrays[f"recorded_{k}"] = np.stack(episode["recorded"]).astype(np.float32)
+        arrays[f"rgb_{k}"] = np.round(np.stack(episode["rgb"]) * 255).astype(np.uint8)
+    arrays["meta"] = np.array(json.dumps({"config": run["config"], "plans": plans}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez_compressed(partial, **arrays)
+    os.replace(partial, path)
+
+
+def load_run(path: Path) -> dict:
+    """The run :func:`save_run` kept."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        episodes = []
+        for k, plans in enumerate(meta["plans"]):
+            episodes.append(
+                {
+                    "plans": {
+                        int(t): {
+                            "action_mse": mse,
+                            "maps": list(data[f"maps_{k}_{t}"]) if f"maps_{k}_{t}" in data else None,
+                        }
+                        for t, mse in plans.items()
+                    },
+                    "recorded": list(data[f"recorded_{k}"]),
+                    "rgb": list(data[f"rgb_{k}"].astype(np.float32) / 255),
+                }
+            )
+    return {"config": meta["config"], "episodes": episodes}
 
 
 def split_views(canvas: np.ndarray, num_views: int, head_hw: tuple[int, int]) -> list[np.ndarray]:
@@ -209,9 +300,24 @@ def split_views(canvas: np.ndarray, num_views: int, head_hw: tuple[int, int]) ->
     return [np.asarray(v) for v in unpack_tpose(torch.as_tensor(canvas)[None], num_views, head_hw)]
 
 
-def score(predict, episodes: list[dict], recorded: list[list[np.ndarray]], plans: list[dict], stride: int,
-          num_frames: int, head_hw: tuple[int, int], num_views: int) -> dict:
-    """Map and hit metrics of a predictor ``predict(episode_index, t, frame, s) -> (H_c, W_c) map or None``."""
+@dataclass
+class HeldOut:
+    """What a predictor is scored against: the held-out episodes, their recorded (H_c, W_c) canvas maps
+    per step, the frame stride, the decoded future frames per chunk and the canvas layout."""
+
+    episodes: list[dict]
+    recorded: list[list[np.ndarray]]
+    stride: int
+    num_frames: int
+    head_hw: tuple[int, int]
+    num_views: int
+
+
+def score(predict, plans: list[dict], held: HeldOut) -> dict:
+    """Map and hit metrics of a predictor ``predict(episode_index, t, frame, s) -> (H_c, W_c) map or None``
+    at the planning steps ``plans`` (per episode, t -> plan)."""
+    episodes, recorded, stride, num_frames = held.episodes, held.recorded, held.stride, held.num_frames
+    head_hw, num_views = held.head_hw, held.num_views
     per_view = {v: {i: [] for i in range(num_frames)} for v in VIEW_NAMES[:num_views]}
     hits = {"head": [], "any": []}
     for k, episode in enumerate(episodes):
@@ -221,8 +327,12 @@ def score(predict, episodes: list[dict], recorded: list[list[np.ndarray]], plans
                 predicted = predict(k, t, i, s)
                 if predicted is None:
                     continue
-                for name, p, r in zip(VIEW_NAMES, split_views(predicted, num_views, head_hw),
-                                      split_views(recorded[k][s], num_views, head_hw), strict=False):  # fmt: skip
+                for name, p, r in zip(
+                    VIEW_NAMES,
+                    split_views(predicted, num_views, head_hw),
+                    split_views(recorded[k][s], num_views, head_hw),
+                    strict=False,
+                ):
                     if (m := compare_maps(p[0], r[0])) is not None:
                         per_view[name][i].append(m)
         for kind, e in episode["events"]:
@@ -237,38 +347,74 @@ def score(predict, episodes: list[dict], recorded: list[list[np.ndarray]], plans
                 h = hit(predicted, step["ee"], step["calibrations"], head_hw, views)
                 if h is not None:
                     hits[key].append({"kind": kind, "hit": h, "task": episode["task"]})
-    maps = {name: {"all": summarise(sum(frames.values(), [])), **{f"frame_{i}": summarise(v) for i, v in frames.items()}}
-            for name, frames in per_view.items()}  # fmt: skip
-    hit_rates = {key: {"n": len(v), "rate": (sum(h["hit"] for h in v) / len(v)) if v else None,
-                       "by_kind": {kind: sum(h["hit"] for h in v if h["kind"] == kind) / max(1, sum(h["kind"] == kind for h in v))
-                                   for kind in sorted({h["kind"] for h in v})}}
-                 for key, v in hits.items()}  # fmt: skip
+    maps = {
+        name: {
+            "all": summarise(sum(frames.values(), [])),
+            **{f"frame_{i}": summarise(v) for i, v in frames.items()},
+        }
+        for name, frames in per_view.items()
+    }
+    hit_rates = {
+        key: {
+            "n": len(v),
+            "rate": (sum(h["hit"] for h in v) / len(v)) if v else None,
+            "by_kind": {
+                kind: sum(h["hit"] for h in v if h["kind"] == kind)
+                / max(1, sum(h["kind"] == kind for h in v))
+                for kind in sorted({h["kind"] for h in v})
+            },
+        }
+        for key, v in hits.items()
+    }
     return {"maps": maps, "hits": hit_rates}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bench_dir", type=Path, default=ROOT / "outputs" / "bench_success",
-                        help="benchmarks.success output: train/<method>/checkpoints and data/ (training seeds)")  # fmt: skip
-    parser.add_argument("--tasks", default=CPU_SUITE)
-    parser.add_argument("--episodes", type=int, default=5, help="held-out episodes per task")
-    parser.add_argument("--seed", type=int, default=HELDOUT_SEED, help="first seed of the held-out episodes")
-    parser.add_argument("--image_size", type=int, default=48)
-    parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--sheet_episodes", type=int, default=3, help="held-out episodes on the contact sheet")
-    args = parser.parse_args()
+@dataclass
+class ValueMapsConfig:
+    # benchmarks.success's output folder: train/<method>/checkpoints and data/ (the training seeds).
+    bench_dir: Path = ROOT / "outputs" / "bench_success"
+    # MetaWorld tasks of the held-out episodes, comma-separated.
+    tasks: str = CPU_SUITE
+    # Held-out episodes per task.
+    episodes: int = 5
+    # First seed of the held-out episodes (must not be a training seed).
+    seed: int = HELDOUT_SEED
+    # Size the views are rendered at (that of the training dataset).
+    image_size: int = 48
+    # Attention modes to score (each needs its benchmarks.success checkpoint).
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    # Held-out episodes on the contact sheet.
+    sheet_episodes: int = 3
+
+    def __post_init__(self) -> None:
+        check_at_least_one(
+            episodes=self.episodes, image_size=self.image_size, sheet_episodes=self.sheet_episodes
+        )
+        if unknown := sorted(set(self.modes) - set(MODES)):
+            raise BenchmarkInputError(f"--modes: unknown {unknown}; choose from {list(MODES)}.")
+
+
+@parser.wrap()
+def value_maps(args: ValueMapsConfig) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    import subprocess
-
     from lerobot_aim.data.collect import read_collect_log
-    from lerobot_aim.envs.metaworld_env import resolve_tasks  # noqa: F401
 
-    bench = args.bench_dir.resolve()
+    bench = Path(args.bench_dir).resolve()
     heldout = bench / "heldout"
     if not (heldout / "meta" / "info.json").is_file():
-        subprocess.run([str(BIN / "lerobot-aim-collect"), "--repo_id=local/heldout", f"--root={heldout}",
-                        f"--task={args.tasks}", f"--num_episodes={args.episodes}", f"--seed={args.seed}",
-                        f"--image_size={args.image_size}", "--max_steps=300"], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                str(BIN / "lerobot-aim-collect"),
+                "--repo_id=local/heldout",
+                f"--root={heldout}",
+                f"--task={args.tasks}",
+                f"--num_episodes={args.episodes}",
+                f"--seed={args.seed}",
+                f"--image_size={args.image_size}",
+                "--max_steps=300",
+            ],
+            check=True,
+        )
     train_seeds = read_collect_log(bench / "data")["attempted_seeds"]
     held_seeds = read_collect_log(heldout)["attempted_seeds"]
     overlap = {t: sorted(set(s) & set(train_seeds.get(t, []))) for t, s in held_seeds.items()}
@@ -277,11 +423,16 @@ def main() -> None:
     info = json.loads((heldout / "meta" / "info.json").read_text())
     episodes = load_episodes(heldout, "local/heldout")
     runs = {}
-    for mode in args.modes.split(","):
+    for mode in args.modes:
         path = bench / "train" / MODES[mode] / "checkpoints" / "last" / "pretrained_model"
-        if (path / "model.safetensors").is_file():
+        step = path.parent.resolve().name  # the checkpoint's step: a new checkpoint is run again
+        kept = bench / "value_maps" / f"{mode}_{step}_seed{args.seed}_{len(episodes)}ep.npz"
+        if kept.is_file():
+            runs[mode] = load_run(kept)
+        elif (path / "model.safetensors").is_file():
             print(f"{mode}: {path}", flush=True)
             runs[mode] = run_policy(path, episodes, args.seed)
+            save_run(kept, runs[mode])
     if not runs:
         raise SystemExit(f"No AIM checkpoint under {bench / 'train'}: run benchmarks.success first.")
     first = next(iter(runs.values()))
@@ -291,18 +442,24 @@ def main() -> None:
     recorded_maps = [e["recorded"] for e in recorded]
     num_views = 3
     plans = {mode: [e["plans"] for e in run["episodes"]] for mode, run in runs.items()}
-    num_frames = next((len(p["maps"]) for run in plans.values() for ep in run for p in ep.values() if p["maps"]), 2)
+    num_frames = next(
+        (len(p["maps"]) for run in plans.values() for ep in run for p in ep.values() if p["maps"]), 2
+    )
     any_plans = next(iter(plans.values()))
 
+    held = HeldOut(episodes, recorded_maps, stride, num_frames, head_hw, num_views)
     results = {}
     for mode, mode_plans in plans.items():
         if mode_plans[0] and next(iter(mode_plans[0].values()))["maps"] is None:
             scores = None
         else:
-            scores = score(lambda k, t, i, s, p=mode_plans: p[k][t]["maps"][i], episodes, recorded_maps, mode_plans,
-                           stride, num_frames, head_hw, num_views)  # fmt: skip
+            scores = score(lambda k, t, i, s, p=mode_plans: p[k][t]["maps"][i], mode_plans, held)
         errors = [p["action_mse"] for ep in mode_plans for p in ep.values()]
-        results[mode] = {"config": runs[mode]["config"], "action_mse": float(np.mean(errors)), **(scores or {})}
+        results[mode] = {
+            "config": runs[mode]["config"],
+            "action_mse": float(np.mean(errors)),
+            **(scores or {}),
+        }
     same_task = {}
     for k, ep in enumerate(episodes):
         others = [j for j, o in enumerate(episodes) if o["task"] == ep["task"] and j != k]
@@ -313,21 +470,31 @@ def main() -> None:
         return None if j is None else recorded_maps[j][min(s, len(recorded_maps[j]) - 1)]
 
     references = {
-        "recorded (check)": score(lambda k, t, i, s: recorded_maps[k][s], episodes, recorded_maps, any_plans, stride,
-                                  num_frames, head_hw, num_views),
-        "task prior (other episode, same step)": score(prior, episodes, recorded_maps, any_plans, stride, num_frames,
-                                                       head_hw, num_views),
-        "persistence (map of the planning step)": score(lambda k, t, i, s: recorded_maps[k][t], episodes,
-                                                        recorded_maps, any_plans, stride, num_frames, head_hw, num_views),
-    }  # fmt: skip
+        "recorded (check)": score(lambda k, t, i, s: recorded_maps[k][s], any_plans, held),
+        "task prior (other episode, same step)": score(prior, any_plans, held),
+        "persistence (map of the planning step)": score(
+            lambda k, t, i, s: recorded_maps[k][t], any_plans, held
+        ),
+    }
     name = f"value_maps_{'cpu' if args.tasks == CPU_SUITE else args.tasks.replace(',', '+')}_{args.image_size}px_{device_tag('cpu')}"
     sheet = RESULTS / f"{name}.png"
     contact_sheet_of(episodes, recorded, plans, stride, num_frames, sheet, args.sheet_episodes)
-    result = {"heldout": {"root": str(heldout), "seeds": held_seeds, "episodes": len(episodes),
-                          "events": sum(len(e["events"]) for e in episodes)},
-              "value_map_schema": dataset_value_map_schema(info), "git": git_commit(),
-              "machine_label": f"{os.cpu_count()}-core CPU", "region_threshold": REGION, "near_px": NEAR_PX,
-              "modes": results, "references": references, "contact_sheet": sheet.name}  # fmt: skip
+    result = {
+        "heldout": {
+            "root": str(heldout),
+            "seeds": held_seeds,
+            "episodes": len(episodes),
+            "events": sum(len(e["events"]) for e in episodes),
+        },
+        "value_map_schema": dataset_value_map_schema(info),
+        "git": git_commit(),
+        "machine_label": f"{os.cpu_count()}-core CPU",
+        "region_threshold": REGION,
+        "near_px": NEAR_PX,
+        "modes": results,
+        "references": references,
+        "contact_sheet": sheet.name,
+    }
     path = write(name, result, table(result))
     print(path.read_text())
 
@@ -339,24 +506,47 @@ def _f(value, digits: int = 2, pc: bool = False) -> str:
 
 
 def table(result: dict) -> str:
-    head = ["predictor", "view", "frames", "peak distance (px)", "within 3 px", "correlation", "hit head",
-            "hit any view", "action MSE"]  # fmt: skip
-    lines = [f"Held-out episodes: {result['heldout']['episodes']} (seeds {result['heldout']['seeds']}), "
-             f"{result['heldout']['events']} interaction events; value-map schema {result['value_map_schema']}; "
-             f"commit {result['git']['commit'][:10]}; {result['machine_label']}.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
-    entries = [(mode, r) for mode, r in result["modes"].items()] + [(k, r) for k, r in result["references"].items()]
+    head = [
+        "predictor",
+        "view",
+        "frames",
+        "peak distance (px)",
+        "within 3 px",
+        "correlation",
+        "hit head",
+        "hit any view",
+        "action MSE",
+    ]
+    lines = [
+        f"Held-out episodes: {result['heldout']['episodes']} (seeds {result['heldout']['seeds']}), "
+        f"{result['heldout']['events']} interaction events; value-map schema {result['value_map_schema']}; "
+        f"commit {result['git']['commit'][:10]}; {result['machine_label']}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    entries = [(mode, r) for mode, r in result["modes"].items()] + [
+        (k, r) for k, r in result["references"].items()
+    ]
     for label, r in entries:
         if "maps" not in r:
             lines.append(f"| {label} | (no value stream) | | | | | | | {_f(r.get('action_mse'), 3)} |")
             continue
         for i, (view, m) in enumerate(r["maps"].items()):
             s = m["all"]
-            hits = [_f(r["hits"]["head"]["rate"], pc=True) + f" (n={r['hits']['head']['n']})",
-                    _f(r["hits"]["any"]["rate"], pc=True) + f" (n={r['hits']['any']['n']})"] if i == 0 else ["", ""]  # fmt: skip
-            lines.append(f"| {label if i == 0 else ''} | {view} | {s['n']} | {_f(s['peak_px'], 1)} | "
-                         f"{_f(s['within_3px'], pc=True)} | {_f(s['corr'])} | {' | '.join(hits)} | "
-                         f"{_f(r.get('action_mse'), 3) if i == 0 else ''} |")  # fmt: skip
+            hits = (
+                [
+                    _f(r["hits"]["head"]["rate"], pc=True) + f" (n={r['hits']['head']['n']})",
+                    _f(r["hits"]["any"]["rate"], pc=True) + f" (n={r['hits']['any']['n']})",
+                ]
+                if i == 0
+                else ["", ""]
+            )
+            lines.append(
+                f"| {label if i == 0 else ''} | {view} | {s['n']} | {_f(s['peak_px'], 1)} | "
+                f"{_f(s['within_3px'], pc=True)} | {_f(s['corr'])} | {' | '.join(hits)} | "
+                f"{_f(r.get('action_mse'), 3) if i == 0 else ''} |"
+            )
     lines.append(
         f"\nPeak distance, share within {result['near_px']:.0f} px and Pearson correlation per view of the T-pose "
         "canvas (head at full size, wrists at half size), over the predicted future frames whose recorded view "
@@ -371,7 +561,9 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def contact_sheet_of(episodes, recorded_runs, plans, stride, num_frames, path: Path, num_episodes: int) -> None:
+def contact_sheet_of(
+    episodes, recorded_runs, plans, stride, num_frames, path: Path, num_episodes: int
+) -> None:
     """Rows per episode: the real future frame with the recorded map, then each mode's predicted map on
     the same frame; columns: chunks planned every 2 frame strides, their last predicted frame."""
     from lerobot_aim.viz.contact_sheet import contact_sheet, stack_sheets
@@ -389,14 +581,29 @@ def contact_sheet_of(episodes, recorded_runs, plans, stride, num_frames, path: P
         steps = len(rgb)
         i = num_frames - 1
         ts = [t for t in range(0, steps, 2 * stride) if t + (i + 1) * stride < steps][:10]
-        frames = np.stack([rgb[t + (i + 1) * stride].permute(1, 2, 0).numpy() for t in ts])
+        frames = np.stack([rgb[t + (i + 1) * stride].transpose(1, 2, 0) for t in ts])
         labels = [f"{episodes[k]['task'][:8]} {t}>{t + (i + 1) * stride}" for t in ts]
-        sheets.append(contact_sheet(frames, np.stack([recorded[t + (i + 1) * stride] for t in ts]), scale=3,
-                                    columns=10, labels=[f"REC {lab}" for lab in labels]))  # fmt: skip
+        sheets.append(
+            contact_sheet(
+                frames,
+                np.stack([recorded[t + (i + 1) * stride] for t in ts]),
+                scale=3,
+                columns=10,
+                labels=[f"REC {lab}" for lab in labels],
+            )
+        )
         for mode in modes:
             maps = np.stack([plans[mode][k][t]["maps"][i] for t in ts])
-            sheets.append(contact_sheet(frames, maps, scale=3, columns=10, labels=[f"{mode[:6].upper()} {t}" for t in ts]))
+            sheets.append(
+                contact_sheet(
+                    frames, maps, scale=3, columns=10, labels=[f"{mode[:6].upper()} {t}" for t in ts]
+                )
+            )
     stack_sheets(sheets, path=path, pad=6)
+
+
+def main() -> None:
+    run_command(value_maps, "benchmarks.value_maps")
 
 
 if __name__ == "__main__":

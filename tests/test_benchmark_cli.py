@@ -43,6 +43,10 @@ def _run(monkeypatch, main, command: str, *args: str) -> None:
         ("memory", ["--measure_width=wide"], "--measure_width=wide: pass full (the preset's width)"),
         ("memory", ["--gpus=[0,8]"], "--gpus=[0, 8]: pass GPU counts of at least 1"),
         ("gpu_check", ["--smoke=true", "--train_layers=[]"], "--train_layers=[]: pass depths of at least 1"),
+        ("success", ["--methods=[aim_intent_causal,bogus]"], "--methods: unknown ['bogus']; choose from"),
+        ("success", ["--tasks=nope-v3"], "--tasks=nope-v3: Unknown MetaWorld task 'nope-v3'"),
+        ("success", ["--image_size=40"], "--image_size=40: AIM needs a multiple of 16"),
+        ("value_maps", ["--modes=[full]"], "--modes: unknown ['full']; choose from"),
         (
             "full_width_smoke",
             ["--preset=aim_tiny"],

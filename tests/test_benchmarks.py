@@ -5,6 +5,7 @@ The benchmarks themselves (timings, success rates) run as scripts under ``benchm
 
 import json
 
+import numpy as np
 import torch
 
 from benchmarks.chunk_flops import chunk_flops
@@ -13,6 +14,7 @@ from benchmarks.param_count import latent_channels
 from benchmarks.success import (
     baseline_dataset_edit,
     by_difficulty,
+    start_training,
     success_by_task,
     train_command,
     wilson_interval,
@@ -54,6 +56,8 @@ def test_training_is_started_resumed_or_skipped(tmp_path):
     (train_dir / "logs").mkdir(parents=True)  # a run that died before its first checkpoint
     fresh = train_command(train_dir, ["--policy.type=act", "--steps=600"])
     assert fresh[1:] == ["--policy.type=act", "--steps=600", f"--output_dir={train_dir}"]
+    assert train_dir.exists()  # deciding deletes nothing (--partial=true reads a running benchmark)
+    start_training(train_dir, fresh)
     assert not train_dir.exists()  # lerobot-train refuses an existing output_dir without --resume
 
     _checkpoint(train_dir, 150, 600)
@@ -83,7 +87,9 @@ def test_the_context_cache_removes_work_from_every_denoising_step(tiny_config):
         model = AIMTransformer(tiny_config, 4, latent_channels(tiny_config)).eval()
     context, noise = inputs(tiny_config, 4, 1, 3, meta, torch.float32)
     cached = [chunk_flops(model, context, noise, schedule_of(tiny_config, s), use_cache=True) for s in (1, 2)]
-    uncached = [chunk_flops(model, context, noise, schedule_of(tiny_config, s), use_cache=False) for s in (1, 2)]
+    uncached = [
+        chunk_flops(model, context, noise, schedule_of(tiny_config, s), use_cache=False) for s in (1, 2)
+    ]
     # Without the cache each step runs the context again; with it, each step runs the future only.
     assert uncached[1] == 2 * uncached[0]
     assert cached[1] - cached[0] < uncached[1] - uncached[0]
@@ -94,7 +100,9 @@ def test_action_steps_after_the_video_is_final_run_the_action_tokens_only(tiny_c
     with meta:
         model = AIMTransformer(tiny_config, 4, latent_channels(tiny_config)).eval()
     context, noise = inputs(tiny_config, 4, 1, 3, meta, torch.float32)
-    flops = lambda video, action: chunk_flops(model, context, noise, schedule_of(tiny_config, action, video), True)  # noqa: E731
+    flops = lambda video, action: chunk_flops(
+        model, context, noise, schedule_of(tiny_config, action, video), True
+    )  # noqa: E731
     joint_step = flops(3, 3) - flops(2, 2)  # one more step of x, m and a
     action_step = flops(1, 4) - flops(1, 3)  # one more step of a alone, reading the cached final video
     assert flops(1, 5) - flops(1, 4) == action_step
@@ -120,7 +128,9 @@ def test_success_counts_and_the_better_state_variant():
 def test_learning_curves_count_steps_over_resumed_runs():
     from benchmarks.success import learning_curve
 
-    line = "INFO x.py:641 step:{} smpl:{} ep:1 epch:0.10 loss:{} grdn:1.0 lr:1.0e-03 updt_s:0.500 data_s:0.020"
+    line = (
+        "INFO x.py:641 step:{} smpl:{} ep:1 epch:0.10 loss:{} grdn:1.0 lr:1.0e-03 updt_s:0.500 data_s:0.020"
+    )
     first = ["Start offline training on a fixed dataset, with effective batch size: 16",
              line.format(50, 800, 0.9), line.format(100, "2K", 0.8), "Checkpoint policy after step 100",
              line.format(150, "2K", 0.7)]  # fmt: skip
@@ -168,7 +178,32 @@ def test_end_effector_hit_reads_the_map_where_the_camera_sees_it():
     assert hit(canvas, point + [0.2, 0, 0], [calib, calib, calib], (8, 8), "head") is False
     assert hit(canvas, np.array([0.0, 0.0, -1.0]), [calib], (8, 8), "head") is None  # behind the camera
     wrist = np.zeros((12, 8))
-    wrist[8 + 1, 4 + 2] = 1.0  # right wrist quarter: (5, 2) at half size -> (2.25, 0.75) -> canvas (6.25, 8.75)
+    wrist[8 + 1, 4 + 2] = (
+        1.0  # right wrist quarter: (5, 2) at half size -> (2.25, 0.75) -> canvas (6.25, 8.75)
+    )
     wrist[8 + 1, 4 + 3] = 1.0
     assert hit(wrist, point, [calib, calib, calib], (8, 8), "head") is False
     assert hit(wrist, point, [calib, calib, calib], (8, 8), "max") is True
+
+
+def test_a_kept_value_map_run_reads_back_as_it_was_run(tmp_path):
+    from benchmarks.value_maps import load_run, save_run
+
+    rng = np.random.default_rng(0)
+    run = {"config": {"attention_mode": "wam", "frame_stride": 4}, "episodes": [{
+        "plans": {0: {"maps": list(rng.random((2, 8, 6))), "action_mse": 0.5}, 4: {"maps": None, "action_mse": 0.25}},
+        "recorded": list(rng.random((9, 8, 6))),
+        "rgb": list(rng.integers(0, 256, (9, 3, 8, 6)) / 255),
+    }]}  # fmt: skip
+    save_run(tmp_path / "wam.npz", run)
+    back = load_run(tmp_path / "wam.npz")
+    assert back["config"] == run["config"] and set(back["episodes"][0]["plans"]) == {0, 4}
+    np.testing.assert_array_equal(
+        np.stack(back["episodes"][0]["plans"][0]["maps"]),
+        np.stack(run["episodes"][0]["plans"][0]["maps"]).astype(np.float32),
+    )
+    assert back["episodes"][0]["plans"][4] == {"action_mse": 0.25, "maps": None}
+    np.testing.assert_allclose(
+        np.stack(back["episodes"][0]["rgb"]), np.stack(run["episodes"][0]["rgb"]), atol=1e-6
+    )
+    assert not list(tmp_path.glob("*.partial*"))

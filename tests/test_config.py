@@ -110,3 +110,16 @@ def test_lerobot_train_prints_why_a_setting_is_refused(args, message):
     result = _train_cli(*args)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_camera_list_flag_next_to_a_preset_parses_in_the_documented_json_form(tmp_path):
+    """With --config_path, draccus reads a list flag as JSON: `--policy.cameras='["front","wrist"]'` (the
+    form README and docs/real_arm.md show) reaches AIMConfig; the bare `[front,wrist]` does not parse."""
+    common = [f"--config_path={PRESETS_DIR / 'aim_tiny.json'}", "--policy.push_to_hub=false",
+              f"--dataset.root={tmp_path / 'missing'}", f"--output_dir={tmp_path / 'out'}"]  # fmt: skip
+    documented = _train_cli(*common, '--policy.cameras=["front","wrist"]')
+    assert "Could not decode" not in documented.stderr + documented.stdout
+    assert "cameras" not in (documented.stderr + documented.stdout).split("Traceback")[0]
+    bare = _train_cli(*common, "--policy.cameras=[front,wrist]")
+    assert bare.returncode != 0 and "cameras" in bare.stderr + bare.stdout
