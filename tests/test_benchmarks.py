@@ -100,9 +100,10 @@ def test_action_steps_after_the_video_is_final_run_the_action_tokens_only(tiny_c
     with meta:
         model = AIMTransformer(tiny_config, 4, latent_channels(tiny_config)).eval()
     context, noise = inputs(tiny_config, 4, 1, 3, meta, torch.float32)
-    flops = lambda video, action: chunk_flops(
-        model, context, noise, schedule_of(tiny_config, action, video), True
-    )  # noqa: E731
+
+    def flops(video, action):
+        return chunk_flops(model, context, noise, schedule_of(tiny_config, action, video), True)
+
     joint_step = flops(3, 3) - flops(2, 2)  # one more step of x, m and a
     action_step = flops(1, 4) - flops(1, 3)  # one more step of a alone, reading the cached final video
     assert flops(1, 5) - flops(1, 4) == action_step
