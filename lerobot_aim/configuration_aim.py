@@ -26,6 +26,7 @@ from lerobot_aim.cli import InputError
 from lerobot_aim.data.schema import IMAGES_PREFIX, image_key, value_map_key
 
 ATTENTION_MODES = ("intent_causal", "wam", "no_value")
+CONTEXT_ATTENTIONS = ("causal", "per_instant")
 CODECS = {"pixel": 1, "wan_vae": 4}  # codec name -> temporal stride
 WAN22_LATENT_CHANNELS = 48  # z_dim of the Wan2.2 VAE
 TEXT_ENCODER_DIMS = {"minilm": 384, "umt5": 4096}
@@ -127,6 +128,13 @@ class AIMConfig(PreTrainedConfig):
     # Who reads whom: "intent_causal" (the paper: actions read the future only through value maps),
     # "wam" (actions also read future RGB), "no_value" (no value stream: video + action baseline).
     attention_mode: str = "intent_causal"
+    # What the context tokens read among themselves: "causal" (the paper: every context token not later
+    # than itself) or "per_instant" (a frame reads only its own tokens; a past action, the state, only
+    # itself). With "per_instant" a token's keys and values do not depend on the rest of the window, so
+    # acting keeps them across control steps and encodes only the new frames and actions (paper
+    # Sec. 4.4 step 7); this needs a codec whose latent frames are single frames (the pixel codec).
+    # Train and act with the same setting.
+    context_attention: str = "causal"
     # Attention kernel: "sdpa" (dense boolean mask), "flex" (FlexAttention block mask, GPU), "auto".
     attention_backend: str = "auto"
 
@@ -200,6 +208,7 @@ class AIMConfig(PreTrainedConfig):
         self.optimizer_betas = tuple(self.optimizer_betas)
         self.cameras = list(self.cameras)
         self._check_choice("attention_mode", ATTENTION_MODES)
+        self._check_choice("context_attention", CONTEXT_ATTENTIONS)
         self._check_choice("codec", tuple(CODECS))
         self._check_choice("text_encoder", tuple(TEXT_ENCODER_DIMS))
         self._check_choice("attention_backend", ATTENTION_BACKENDS)
@@ -216,6 +225,13 @@ class AIMConfig(PreTrainedConfig):
             raise AIMConfigError(
                 f"`num_video_inference_steps` ({self.num_video_inference_steps}) must be in [1, "
                 f"num_inference_steps = {self.num_inference_steps}]: the video is final before the actions are."
+            )
+        if self.context_attention == "per_instant" and self.codec_temporal_stride != 1:
+            raise AIMConfigError(
+                f"`context_attention='per_instant'` keeps each frame's keys and values across control steps, "
+                f"which needs latent frames that are single frames; the {self.codec} codec packs "
+                f"{self.codec_temporal_stride} frames per latent frame causally from the start of the clip, so "
+                "nothing could be reused. Keep --policy.context_attention=causal or use --policy.codec=pixel."
             )
         if self.n_action_steps > self.chunk_size:
             raise AIMConfigError(
@@ -283,6 +299,11 @@ class AIMConfig(PreTrainedConfig):
         """Denoising steps of x and m per chunk."""
         steps = self.num_video_inference_steps
         return self.num_inference_steps if steps is None else steps
+
+    @property
+    def reuses_context_across_steps(self) -> bool:
+        """Whether acting keeps the context's keys and values from one chunk to the next."""
+        return self.use_context_cache and self.context_attention == "per_instant"
 
     @property
     def actions_per_latent_frame(self) -> int:

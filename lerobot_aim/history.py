@@ -63,12 +63,13 @@ class ContextHistory:
         later context never reads it.
         """
         step = self.step if step is None else step
+        frame_steps, action_steps = self.window_steps(step)
         first = step - self.num_past_actions
         current = self._frames[step]
-        frames = torch.stack([self._frame_at(s) for s in range(first, step + 1, self.frame_stride)], dim=1)
+        frames = torch.stack([self._frame_at(s) for s in frame_steps], dim=1)
         batch_size = current.shape[0]
         zeros = torch.zeros(batch_size, self.action_dim, device=current.device)
-        past = [self._actions.get(s, zeros) for s in range(first, step)]
+        past = [self._actions.get(s, zeros) for s in action_steps]
         past_actions = (
             torch.stack(past, dim=1)
             if past
@@ -79,6 +80,13 @@ class ContextHistory:
         self._frames = {s: f for s, f in self._frames.items() if s >= anchor}
         self._actions = {s: a for s, a in self._actions.items() if s >= first}
         return frames, past_actions
+
+    def window_steps(self, step: int | None = None) -> tuple[list[int], list[int]]:
+        """The env steps of the context's frames and of its past actions at ``step`` (default: the
+        current step), oldest first."""
+        step = self.step if step is None else step
+        first = step - self.num_past_actions
+        return list(range(first, step + 1, self.frame_stride)), list(range(first, step))
 
     def _frame_at(self, step: int) -> Tensor:
         earlier = [s for s in self._frames if s <= step]

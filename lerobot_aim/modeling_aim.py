@@ -27,7 +27,16 @@ from lerobot_aim.checkpoint import CheckpointError, check_local_checkpoint, chec
 from lerobot_aim.configuration_aim import AIMConfig
 from lerobot_aim.data.schema import check_value_maps
 from lerobot_aim.history import ContextHistory
-from lerobot_aim.model import AIMTransformer, Context, Prediction, WanRGBStream, make_codec, make_text_encoder
+from lerobot_aim.model import (
+    AIMTransformer,
+    Context,
+    ContextKVStore,
+    KVCache,
+    Prediction,
+    WanRGBStream,
+    make_codec,
+    make_text_encoder,
+)
 from lerobot_aim.model.flow_matching import add_noise, sample_sigmas, velocity_target
 from lerobot_aim.model.latent_norm import LatentStandardizer
 from lerobot_aim.model.sampling import ChunkSchedule, sample_chunk
@@ -190,9 +199,11 @@ class AIMPolicy(PreTrainedPolicy):
         super()._save_pretrained(save_directory, state_dict=state_dict)
 
     def reset(self) -> None:
-        """Forget the episode: frame and action history (``self.history``), queued actions."""
+        """Forget the episode: frame and action history (``self.history``), queued actions, and the
+        context's keys and values kept across steps (``self.context_store``)."""
         cfg = self.config
         self.history = ContextHistory(cfg.num_past_actions, cfg.frame_stride, cfg.action_dim)
+        self.context_store = ContextKVStore()
         self._queue: deque[Tensor] = deque(maxlen=cfg.n_action_steps)
 
     def drop_queued_actions(self) -> None:
@@ -408,10 +419,24 @@ class AIMPolicy(PreTrainedPolicy):
         context, noise = self.chunk_inputs(batch)
         with self.compute_precision():
             pred, _ = sample_chunk(
-                self.model, context, noise, ChunkSchedule.of(self.config), use_cache=self.config.use_context_cache
+                self.model,
+                context,
+                noise,
+                ChunkSchedule.of(self.config),
+                use_cache=self.config.use_context_cache,
+                context_kv=self._context_kv(context),
             )
         self.remember(pred, context)
         return finite_actions(pred.actions.float())
+
+    def _context_kv(self, context: Context) -> KVCache | None:
+        """The context's keys and values from the cross-step store (``context_attention="per_instant"``:
+        only the frames and actions new since the last chunk are run), else None (the sampler encodes
+        the context)."""
+        if not self.config.reuses_context_across_steps:
+            return None
+        frame_steps, action_steps = self.history.window_steps()
+        return self.context_store.encode(self.model, context, frame_steps, action_steps)
 
     def next_action(self, batch: dict[str, Tensor], plan) -> tuple[Tensor, bool]:
         """Pop the next queued action, planning a chunk with ``plan(batch)`` when the queue is empty;

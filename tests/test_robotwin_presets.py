@@ -38,7 +38,7 @@ def test_wan22_5b_robotwin_preset_builds_on_meta_with_the_lingbot_grid():
         noisy_actions = torch.empty(1, config.chunk_size, 14, dtype=torch.bfloat16)
         sigma = torch.empty(1)
         context = Context(obs_latents, past, torch.empty(1, 512, 4096, dtype=torch.bfloat16))
-        tokens = model._context_tokens(context)
+        tokens = model.context_tokens(context)
         pred = model(context, Prediction(future, future, noisy_actions), sigma, sigma)
     assert tokens["rgb"].hidden.shape[1] == 2 * 120 and tokens["context_action"].hidden.shape[1] == 4
     assert pred.rgb.shape == pred.value.shape == (1, 48, 2, 24, 20)

@@ -41,6 +41,10 @@ class TokenLayout:
             *(torch.cat([getattr(lay, f) for lay in layouts]) for f in ("groups", "times", "positions"))
         )
 
+    def select(self, index: torch.Tensor) -> TokenLayout:
+        """The tokens at ``index`` (a (n,) long tensor), in that order."""
+        return TokenLayout(self.groups[index], self.times[index], self.positions[index])
+
     def to(self, device) -> TokenLayout:
         return TokenLayout(self.groups.to(device), self.times.to(device), self.positions.to(device))
 

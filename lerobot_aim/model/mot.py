@@ -90,6 +90,13 @@ class StreamTokens:
     timestep_proj: torch.Tensor
     layout: TokenLayout
 
+    def select(self, index: torch.Tensor) -> StreamTokens:
+        """The tokens at ``index`` (a (n,) long tensor on the CPU), in that order."""
+        on_device = index.to(self.hidden.device)
+        return StreamTokens(
+            self.hidden[:, on_device], self.temb[:, on_device], self.timestep_proj[:, on_device], self.layout.select(index)
+        )
+
 
 @dataclass
 class KVCache:
@@ -166,7 +173,9 @@ class AIMTransformer(nn.Module):
         self.context_action = copy.deepcopy(self.action) if config.context_action_stream else None
         if self.context_action is not None:
             self.context_action.requires_grad_(False)
-        self.register_buffer("rule", rule_table(config.attention_mode), persistent=False)
+        self.register_buffer(
+            "rule", rule_table(config.attention_mode, config.context_attention), persistent=False
+        )
         self._memo: dict = {}
 
     def _check_rgb_stream(self, latent_channels: int) -> None:
@@ -217,7 +226,7 @@ class AIMTransformer(nn.Module):
         ]
         return torch.cat(parts, dim=1)
 
-    def _grid(self, latents: torch.Tensor) -> tuple[int, int]:
+    def token_grid(self, latents: torch.Tensor) -> tuple[int, int]:
         _, ph, pw = self.config.patch_size
         return latents.shape[-2] // ph, latents.shape[-1] // pw
 
@@ -225,11 +234,11 @@ class AIMTransformer(nn.Module):
     def _context_action_stream(self) -> ActionStream:
         return self.context_action if self.context_action is not None else self.action
 
-    def _context_tokens(self, context: Context) -> dict[str, StreamTokens]:
+    def context_tokens(self, context: Context) -> dict[str, StreamTokens]:
         """The clean context: observation frames (RGB stream), past actions and state (action stream)."""
         obs, past_actions = context.obs_latents, context.past_actions
         batch, frames, device = obs.shape[0], obs.shape[2], obs.device
-        obs_layout = observation_layout(frames, self._grid(obs))
+        obs_layout = observation_layout(frames, self.token_grid(obs))
         rgb = self._video_tokens(
             self.rgb, obs, self._per_token([(0.0, len(obs_layout))], batch, device), obs_layout
         )
@@ -320,13 +329,14 @@ class AIMTransformer(nn.Module):
             return self.value.blocks if self.value.blocks is not None else self.rgb.blocks
         return getattr(self, name).blocks
 
-    def _text_kv(self, text: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def text_kv(self, text: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the keys and values of the instruction (B, Lt, text_dim) for the RGB stream."""
         text = self.rgb.condition_embedder.text_embedder(text)
         return [block.text_kv(text) for block in self.rgb.blocks]
 
-    def _layer(self, index, hiddens, tokens, rope, mask, text_kv, past_kv):
-        """One MoT layer over the streams in ``tokens`` (in order); returns new hiddens and K/V."""
+    def _layer(self, index, hiddens, tokens, rope, mask, text_kv, past_kv, rotated_keys=True):
+        """One MoT layer over the streams in ``tokens`` (in order); returns new hiddens and K/V (the
+        keys after the rotary embedding, or before it with ``rotated_keys=False``)."""
         qs, ks, vs, mods = [], [], [], []
         for name, hidden in zip(tokens, hiddens, strict=True):
             block = self._blocks(name)[index]
@@ -334,8 +344,9 @@ class AIMTransformer(nn.Module):
             q, k, v = block.qkv(hidden, mod[0], mod[1])
             qs.append(q), ks.append(k), vs.append(v), mods.append(mod)
         q, k, v = torch.cat(qs, 1), torch.cat(ks, 1), torch.cat(vs, 1)
+        raw_k = k
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        kv = (k, v)
+        kv = (k if rotated_keys else raw_k, v)
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], 1), torch.cat([past_kv[1], v], 1)
         out = self._attend(q, k, v, mask).split([h.shape[1] for h in hiddens], dim=1)
@@ -345,11 +356,12 @@ class AIMTransformer(nn.Module):
             new.append(block.finish(hidden, attn, *mod[2:], text_kv=text_kv if name == "rgb" else None))
         return new, kv
 
-    def _run(self, tokens: dict[str, StreamTokens], text_kv, cache: KVCache | None = None):
+    def _run(self, tokens: dict[str, StreamTokens], text_kv, cache: KVCache | None = None, rotated_keys=True):
         """All layers over ``tokens``, reading the keys and values in ``cache`` too.
 
         Returns the final hiddens per stream, and the per-layer keys and values of these tokens with
-        their layout (to extend a cache with)."""
+        their layout (to extend a cache with; keys before the rotary embedding with
+        ``rotated_keys=False``)."""
         layout = TokenLayout.cat([t.layout for t in tokens.values()])
         first = next(iter(tokens.values())).hidden
         device = first.device
@@ -361,10 +373,11 @@ class AIMTransformer(nn.Module):
             past_kv = None if cache is None else (cache.keys[i], cache.values[i])
             if self.config.gradient_checkpointing and torch.is_grad_enabled():
                 hiddens, (k, v) = checkpoint(
-                    self._layer, i, hiddens, tokens, rope, mask, text_kv[i], past_kv, use_reentrant=False
+                    self._layer, i, hiddens, tokens, rope, mask, text_kv[i], past_kv, rotated_keys,
+                    use_reentrant=False,
                 )
             else:
-                hiddens, (k, v) = self._layer(i, hiddens, tokens, rope, mask, text_kv[i], past_kv)
+                hiddens, (k, v) = self._layer(i, hiddens, tokens, rope, mask, text_kv[i], past_kv, rotated_keys)
             keys.append(k), values.append(v)
         return dict(zip(tokens, hiddens, strict=True)), keys, values, layout
 
@@ -395,7 +408,7 @@ class AIMTransformer(nn.Module):
             video_sigma: (B,) the noise level of x and m in [0, 1]; action_sigma: (B,) that of a.
         """
         hiddens, tokens, num_context_frames = self._joint_pass(context, noisy, video_sigma, action_sigma)
-        grid, horizon = self._grid(context.obs_latents), noisy.rgb.shape[2]
+        grid, horizon = self.token_grid(context.obs_latents), noisy.rgb.shape[2]
         return Prediction(
             self._video_out("rgb", hiddens, tokens, num_context_frames, grid, horizon),
             self._video_out("value", hiddens, tokens, 0, grid, horizon),
@@ -405,24 +418,41 @@ class AIMTransformer(nn.Module):
     def _joint_pass(self, context: Context, noisy: Prediction, video_sigma, action_sigma):
         """Final hidden states of every token (context included), the tokens, and the number of
         context tokens of the RGB stream."""
-        ctx = self._context_tokens(context)
-        frames, grid = context.obs_latents.shape[2], self._grid(context.obs_latents)
+        ctx = self.context_tokens(context)
+        frames, grid = context.obs_latents.shape[2], self.token_grid(context.obs_latents)
         video = self._future_video_tokens(frames, grid, noisy.rgb, noisy.value, video_sigma)
         tokens = {"rgb": _cat_tokens(ctx["rgb"], video["rgb"])}
         tokens.update({name: video[name] for name in ("value", "value_noise") if name in video})
         tokens["context_action"] = ctx["context_action"]
         tokens.update(self._future_action_tokens(frames, noisy.actions, action_sigma))
-        hiddens, _, _, _ = self._run(tokens, self._text_kv(context.text))
+        hiddens, _, _, _ = self._run(tokens, self.text_kv(context.text))
         return hiddens, tokens, ctx["rgb"].hidden.shape[1]
 
     def encode_context(self, context: Context) -> KVCache:
         """Run the context alone (it reads nothing else) and keep each layer's keys and values."""
-        tokens = self._context_tokens(context)
-        text_kv = self._text_kv(context.text)
+        tokens = self.context_tokens(context)
+        text_kv = self.text_kv(context.text)
         _, keys, values, layout = self._run(tokens, text_kv)
         return KVCache(
-            keys, values, layout, text_kv, context.obs_latents.shape[2], self._grid(context.obs_latents)
+            keys, values, layout, text_kv, context.obs_latents.shape[2], self.token_grid(context.obs_latents)
         )
+
+    def encode_context_tokens(
+        self, tokens: dict[str, StreamTokens], text_kv
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-layer keys, before the rotary embedding, and values of some context tokens run alone.
+
+        With ``context_attention="per_instant"`` a context token reads only its own instant, so any
+        subset of whole instants gives the keys and values it has in the full context
+        (:mod:`lerobot_aim.model.context_cache`); rotate them with :meth:`rotate_keys` at their
+        positions in the window."""
+        _, keys, values, _ = self._run(tokens, text_kv, rotated_keys=False)
+        return keys, values
+
+    def rotate_keys(self, keys: list[torch.Tensor], layout: TokenLayout) -> list[torch.Tensor]:
+        """Keys (B, L, heads, head_dim) rotated at the positions of ``layout``, as every pass rotates them."""
+        rope = self._rope(layout, keys[0].device)
+        return [apply_rope(k, *rope) for k in keys]
 
     def denoise_video(
         self, cache: KVCache, rgb: torch.Tensor, value: torch.Tensor | None, video_sigma: torch.Tensor

@@ -11,8 +11,9 @@ values are computed once at noise level 0 and kept like the context's, and only 
 run the remaining steps (the action stream reads the future only through them: x and m never read
 the actions). With ``video_steps == action_steps`` every step is joint.
 
-With ``use_cache`` the context is encoded once (:meth:`AIMTransformer.encode_context`) and every
-step runs only future tokens; without it every step is one joint pass over all tokens (the
+With ``use_cache`` the context is encoded once (:meth:`AIMTransformer.encode_context`, or given as
+``context_kv``, e.g. by :class:`~lerobot_aim.model.context_cache.ContextKVStore` across control
+steps) and every step runs only future tokens; without it every step is one joint pass over all tokens (the
 reference the cache is tested against, and the benchmark's baseline).
 """
 
@@ -157,9 +158,18 @@ class _VideoReader:
     """The video the action steps read: cached keys and values per video state (or, without the
     cache, the state itself for a joint pass)."""
 
-    def __init__(self, model: AIMTransformer, context: Context, schedule: ChunkSchedule, use_cache: bool):
+    def __init__(
+        self,
+        model: AIMTransformer,
+        context: Context,
+        schedule: ChunkSchedule,
+        use_cache: bool,
+        context_kv: KVCache | None = None,
+    ):
         self.model, self.context, self.schedule = model, context, schedule
-        self.cache = model.encode_context(context) if use_cache else None
+        if context_kv is None and use_cache:
+            context_kv = model.encode_context(context)
+        self.cache = context_kv
         self.video_sigmas = schedule.video_sigmas
         self._state: int | None = None
         self._with_video: KVCache | None = None
@@ -203,12 +213,16 @@ def sample_chunk(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
     record: bool = False,
+    context_kv: KVCache | None = None,
 ) -> tuple[Prediction, ActionTrajectory | None]:
     """Denoise x, m and a from Gaussian ``noise``: the clean video and the sampled chunk, and (with
-    ``record``) the :class:`ActionTrajectory` with each action step's log-probability."""
+    ``record``) the :class:`ActionTrajectory` with each action step's log-probability.
+
+    ``context_kv``: the context's keys and values if already computed (the sampler then reads them
+    instead of encoding ``context``)."""
     dtype = context.obs_latents.dtype
     video_sigmas = schedule.video_sigmas
-    reader = _VideoReader(model, context, schedule, use_cache)
+    reader = _VideoReader(model, context, schedule, use_cache, context_kv)
     x, m, a = noise.rgb, noise.value, noise.actions.float()
     xs, ms, chain, log_probs = [x], [m], [a], []
     for i in range(schedule.action_steps):
