@@ -76,13 +76,15 @@ def expected_targets(episode: int, t: int) -> list[np.ndarray]:
     ]
 
 
-def render(calib: CameraCalibration, points: list[tuple[np.ndarray, tuple]]) -> np.ndarray:
-    img = np.full((H, W, 3), (70, 70, 80), dtype=np.uint8)
+def render(calib: CameraCalibration, points: list[tuple[np.ndarray, tuple]], half: int = 1) -> np.ndarray:
+    """A grey (calib.height, calib.width) image with a square of ``2 half + 1`` pixels of each colour
+    where its 3D point projects (points behind the camera or outside the image are not drawn)."""
+    img = np.full((calib.height, calib.width, 3), (70, 70, 80), dtype=np.uint8)
     for point, colour in points:
         uv, depth = calib.project(np.asarray(point, float)[None])
         if depth[0] > 0 and calib.in_image(uv)[0]:
             u, v = np.round(uv[0]).astype(int)
-            img[max(v - 1, 0) : v + 2, max(u - 1, 0) : u + 2] = colour
+            img[max(v - half, 0) : v + half + 1, max(u - half, 0) : u + half + 1] = colour
     return img
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from lerobot_aim.asvm.camera import CameraCalibration
 from lerobot_aim.data import robotwin
-from tests.annotate_datasets import SCHEDULE, STARTS, TASKS, look_at, trajectory, wrist_rt
+from tests.annotate_datasets import SCHEDULE, STARTS, TASKS, look_at, render, trajectory, wrist_rt
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 240, 320  # RoboTwin's D435 renders, what LeRobot's robotwin env gives
@@ -40,16 +40,6 @@ def calibration(cam: str, ee: list[np.ndarray]) -> CameraCalibration:
     return CameraCalibration(WRIST_K, wrist_rt(ee[CAMERAS.index(cam) - 1]), W, H)
 
 
-def render(calib: CameraCalibration, points) -> np.ndarray:
-    img = np.full((H, W, 3), (70, 70, 80), dtype=np.uint8)
-    for point, colour in points:
-        uv, depth = calib.project(np.asarray(point, float)[None])
-        if depth[0] > 0 and calib.in_image(uv)[0]:
-            u, v = np.round(uv[0]).astype(int)
-            img[max(v - 3, 0) : v + 4, max(u - 3, 0) : u + 4] = colour
-    return img
-
-
 def raw_episode(episode: int) -> dict:
     """One episode in RoboTwin's HDF5 layout (nested dicts of arrays, as h5py would read them)."""
     import cv2
@@ -63,7 +53,7 @@ def raw_episode(episode: int) -> dict:
         scene += [(p, (255, 255, 255)) for p in ee]
         for cam in CAMERAS:
             calib = calibration(cam, ee)
-            observation[cam]["rgb"].append(cv2.imencode(".jpg", render(calib, scene))[1].tobytes())
+            observation[cam]["rgb"].append(cv2.imencode(".jpg", render(calib, scene, half=3))[1].tobytes())
             observation[cam]["intrinsic_cv"].append(calib.intrinsics)
             observation[cam]["extrinsic_cv"].append(calib.extrinsics)
     width = max(len(b) for cam in CAMERAS for b in observation[cam]["rgb"])
