@@ -81,6 +81,8 @@ class StochasticActor:
         # Clones: inputs computed under another caller's inference_mode (e.g. the text encoder's
         # cache after lerobot's eval) could not be saved for backward when log-probs are recomputed.
         context = Context(*(t.clone() if t is not None else None for t in vars(context).values()))
+        # The context is encoded whole, not through the cross-step store (per_instant): the update
+        # recomputes log-probs from the stored context encoded whole, so both come from one computation.
         with policy.compute_precision():
             pred, trajectory = sample_chunk(
                 policy.model,
