@@ -52,9 +52,10 @@ class InferenceTradeoffConfig:
 
 
 def offline_errors(policy, preprocessor, dataset, schedules, cfg) -> list[dict]:
-    """Per schedule: chunk and executed-prefix MSE (normalised actions) over the evaluated frames."""
+    """Per schedule: chunk and executed-prefix MSE (normalised actions) over the evaluated frames, with
+    95% intervals, and the paired difference to the joint schedule (same frames, same noise)."""
     indices = torch.linspace(0, len(dataset) - 1, cfg.samples).round().long().unique().tolist()
-    sums = {s: {"chunk": 0.0, "executed": 0.0, "count": 0.0, "executed_count": 0.0} for s in schedules}
+    per_frame = {s: {"chunk": [], "executed": []} for s in schedules}
     executed = policy.config.n_action_steps
     generator = torch.Generator().manual_seed(cfg.seed)
     for start in tqdm(range(0, len(indices), cfg.batch_size), desc="held-out frames"):
@@ -78,21 +79,30 @@ def offline_errors(policy, preprocessor, dataset, schedules, cfg) -> list[dict]:
         mask = sample.action_mask.float()
         for schedule in schedules:
             pred, _ = sample_chunk(policy.model, sample.context, noise, schedule)
-            error = (pred.actions.float() - future.actions.float()).square().mean(-1)  # (B, chunk)
-            sums[schedule]["chunk"] += (error * mask).sum().item()
-            sums[schedule]["count"] += mask.sum().item()
-            sums[schedule]["executed"] += (error * mask)[:, :executed].sum().item()
-            sums[schedule]["executed_count"] += mask[:, :executed].sum().item()
-    return [
-        {
-            "video_steps": s.video_steps,
-            "action_steps": s.action_steps,
-            "chunk_mse": v["chunk"] / max(v["count"], 1),
-            "executed_mse": v["executed"] / max(v["executed_count"], 1),
-            "frames": len(indices),
-        }
-        for s, v in sums.items()
-    ]
+            error = (pred.actions.float() - future.actions.float()).square().mean(-1) * mask  # (B, chunk)
+            per_frame[schedule]["chunk"].append(error.sum(1) / mask.sum(1).clamp(min=1))
+            per_frame[schedule]["executed"].append(
+                error[:, :executed].sum(1) / mask[:, :executed].sum(1).clamp(min=1)
+            )
+    per_frame = {s: {k: torch.cat(v) for k, v in errors.items()} for s, errors in per_frame.items()}
+    reference = next((s for s in schedules if s.video_steps == s.action_steps), schedules[-1])
+    rows = []
+    for s, errors in per_frame.items():
+        row = {"video_steps": s.video_steps, "action_steps": s.action_steps, "frames": len(indices)}
+        for kind, values in errors.items():
+            row[f"{kind}_mse"], row[f"{kind}_mse_interval"] = mean_interval(values)
+            row[f"{kind}_diff"], row[f"{kind}_diff_interval"] = mean_interval(
+                values - per_frame[reference][kind]
+            )
+        rows.append(row)
+    return rows
+
+
+def mean_interval(values: torch.Tensor) -> tuple[float, tuple[float, float]]:
+    """Mean of per-frame values and its 95% normal interval (1.96 standard errors)."""
+    mean = values.mean().item()
+    half = 1.96 * values.std().item() / len(values) ** 0.5 if len(values) > 1 else float("nan")
+    return mean, (mean - half, mean + half)
 
 
 @parser.wrap()
@@ -135,16 +145,24 @@ def main(cfg: InferenceTradeoffConfig) -> None:
     for row in rows:
         row["flop_share"] = row["cached_gflop"] / reference["cached_gflop"]
         row["time_share"] = row["cpu_ms"] / reference["cpu_ms"]
+
+    def interval(r, key):
+        low, high = r[f"{key}_interval"]
+        return f"{r[key]:.4f} [{low:.4f}, {high:.4f}]"
+
     table = (
-        "| video steps | action steps | chunk MSE | executed MSE | GFLOP | share of the joint schedule (FLOPs) | "
-        f"CPU ms ({device_tag('cpu')}) | share (time) |\n|---|---|---|---|---|---|---|---|\n"
+        "| video steps | action steps | chunk MSE [95%] | executed MSE [95%] | executed MSE minus the joint "
+        f"schedule's [95%] | GFLOP | share of the joint schedule (FLOPs) | CPU ms ({device_tag('cpu')}) | "
+        "share (time) |\n|---|---|---|---|---|---|---|---|---|\n"
     ) + "\n".join(
-        f"| {r['video_steps']} | {r['action_steps']} | {r['chunk_mse']:.4f} | {r['executed_mse']:.4f} | "
-        f"{r['cached_gflop']:.3g} | {r['flop_share']:.3f} | {r['cpu_ms']:.1f} | {r['time_share']:.3f} |"
+        f"| {r['video_steps']} | {r['action_steps']} | {interval(r, 'chunk_mse')} | "
+        f"{interval(r, 'executed_mse')} | {r['executed_diff']:+.4f} [{r['executed_diff_interval'][0]:+.4f}, "
+        f"{r['executed_diff_interval'][1]:+.4f}] | {r['cached_gflop']:.3g} | {r['flop_share']:.3f} | "
+        f"{r['cpu_ms']:.1f} | {r['time_share']:.3f} |"
         for r in rows
     )
     table += (
-        f"\n\nOffline action error of `{cfg.policy_path}` on {rows[0]['frames']} frames of `{cfg.dataset.repo_id}` "
+        f"\n\nOffline action error (intervals: 1.96 standard errors over frames; the difference is paired) of `{cfg.policy_path}` on {rows[0]['frames']} frames of `{cfg.dataset.repo_id}` "
         f"(normalised actions; the same initial noise for every schedule, seed {cfg.seed}); executed = the first "
         f"{config.n_action_steps} actions of the chunk. FLOPs: the policy's own shapes on the meta device."
     )

@@ -208,3 +208,38 @@ def test_a_kept_value_map_run_reads_back_as_it_was_run(tmp_path):
         np.stack(back["episodes"][0]["rgb"]), np.stack(run["episodes"][0]["rgb"]), atol=1e-6
     )
     assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_inference_tradeoff_gives_intervals_and_a_paired_difference(tmp_path):
+    """offline_errors on a tiny checkpoint and a recorded dataset: per-frame errors give a mean inside
+    its interval, and the joint schedule's paired difference to itself is exactly 0."""
+    from types import SimpleNamespace
+
+    from lerobot.datasets.factory import resolve_delta_timestamps
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from benchmarks.chunk_latency import ScheduleGrid
+    from benchmarks.inference_tradeoff import offline_errors
+    from lerobot_aim.data.synthetic import make_synthetic_dataset
+    from lerobot_aim.modeling_aim import AIMPolicy
+    from tests.conftest import save_tiny_checkpoint
+
+    make_synthetic_dataset(tmp_path / "data", num_episodes=2, episode_length=20)
+    path = save_tiny_checkpoint(tmp_path / "ckpt", ["head"], image_hw=(32, 32), action_dim=2, state_dim=2)
+    policy = AIMPolicy.from_pretrained(path).eval()
+    preprocessor, _ = make_pre_post_processors(policy.config, pretrained_path=str(path))
+    meta = LeRobotDatasetMetadata("local/aim_synthetic", root=tmp_path / "data")
+    dataset = LeRobotDataset(
+        "local/aim_synthetic", root=tmp_path / "data", delta_timestamps=resolve_delta_timestamps(policy.config, meta)
+    )
+    schedules = ScheduleGrid(video_steps=[1, 10], action_steps=[10]).of(policy.config)
+    rows = offline_errors(policy, preprocessor, dataset, schedules, SimpleNamespace(samples=6, batch_size=4, seed=0))
+    assert [(r["video_steps"], r["frames"]) for r in rows] == [(1, 6), (10, 6)]
+    for row in rows:
+        for kind in ("chunk", "executed"):
+            low, high = row[f"{kind}_mse_interval"]
+            assert low <= row[f"{kind}_mse"] <= high and row[f"{kind}_mse"] >= 0
+    joint = rows[1]
+    assert joint["executed_diff"] == 0 and joint["executed_diff_interval"] == (0.0, 0.0)
+    assert rows[0]["executed_mse"] != joint["executed_mse"]  # one video step is another computation
