@@ -231,10 +231,14 @@ def test_inference_tradeoff_gives_intervals_and_a_paired_difference(tmp_path):
     preprocessor, _ = make_pre_post_processors(policy.config, pretrained_path=str(path))
     meta = LeRobotDatasetMetadata("local/aim_synthetic", root=tmp_path / "data")
     dataset = LeRobotDataset(
-        "local/aim_synthetic", root=tmp_path / "data", delta_timestamps=resolve_delta_timestamps(policy.config, meta)
+        "local/aim_synthetic",
+        root=tmp_path / "data",
+        delta_timestamps=resolve_delta_timestamps(policy.config, meta),
     )
     schedules = ScheduleGrid(video_steps=[1, 10], action_steps=[10]).of(policy.config)
-    rows = offline_errors(policy, preprocessor, dataset, schedules, SimpleNamespace(samples=6, batch_size=4, seed=0))
+    rows = offline_errors(
+        policy, preprocessor, dataset, schedules, SimpleNamespace(samples=6, batch_size=4, seed=0)
+    )
     assert [(r["video_steps"], r["frames"]) for r in rows] == [(1, 6), (10, 6)]
     for row in rows:
         for kind in ("chunk", "executed"):
