@@ -100,6 +100,37 @@ def summarise(entries: list[dict]) -> dict:
     }
 
 
+def mean_interval(values: np.ndarray) -> tuple[float, list[float]]:
+    """Mean and its 95% normal interval (1.96 standard errors; a point when there is one value)."""
+    values = np.asarray(values, np.float64)
+    half = 1.96 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return float(values.mean()), [float(values.mean() - half), float(values.mean() + half)]
+
+
+def action_errors(plans: list[dict]) -> dict:
+    """Executed-action error per way of giving the actions their value maps (``imagined``, and with a
+    value stream ``recorded`` / ``blank``): the mean over episodes of each episode's mean over its
+    chunks, with a 95% interval over episodes, and for the given maps the paired difference to the
+    imagined ones (same chunks, same noise). ``plans``: per episode, planning step -> plan."""
+    per_episode = [
+        {
+            name: float(np.mean([p["action_mse"][name] for p in episode.values()]))
+            for name in next(iter(episode.values()))["action_mse"]
+        }
+        for episode in plans
+        if episode
+    ]
+    out = {}
+    for name in per_episode[0]:
+        values = np.array([e[name] for e in per_episode])
+        mse, interval = mean_interval(values)
+        out[name] = {"mse": mse, "interval": interval, "episodes": len(values)}
+        if name != "imagined":
+            diff, diff_interval = mean_interval(values - np.array([e["imagined"] for e in per_episode]))
+            out[name].update(diff_vs_imagined=diff, diff_interval=diff_interval)
+    return out
+
+
 def plan_steps(num_steps: int, stride: int, event_steps: list[int]) -> list[int]:
     """Planning steps of an episode: every ``stride`` steps, and ``e - stride`` for each event e
     (whose chunk's first frame shows step e), in order."""
@@ -204,17 +235,34 @@ def canvas_map(canvas: torch.Tensor) -> np.ndarray:
     return canvas.float().mean(0).cpu().numpy()
 
 
-def run_policy(path: Path, episodes: list[dict], seed: int) -> dict:
+def given_value_latents(policy, frames: torch.Tensor, value_canvases: torch.Tensor) -> torch.Tensor:
+    """Standardised value latents (1, C, h, H, W) of given future value-map canvases (1, s h, 3, H, W) in
+    [-1, 1], encoded after the context frames (1, 1 + s k, 3, H, W) as training encodes them."""
+    return policy.value_latent_norm.normalize(policy._encode_value_maps(frames, value_canvases)).to(
+        policy._model_dtype()
+    )
+
+
+def run_policy(path: Path, episodes: list[dict], seed: int, video_steps: int | None = None) -> dict:
     """Along every episode: per planning step the predicted maps (None without a value stream), the
-    recorded canvases, the RGB canvases and the action error."""
+    recorded canvases, the RGB canvases and the executed-action error of the chunk, sampled as online
+    (``imagined``) and, with a value stream, with the actions denoised on given value maps instead of
+    the imagined ones (same context, same action noise): the recorded future maps (``recorded``, an
+    oracle) and blank maps (``blank``, no intent). ``video_steps``: the video's step count, if not the
+    checkpoint's (``--policy.num_video_inference_steps``)."""
     from lerobot.policies.factory import make_pre_post_processors
 
+    from lerobot_aim.model.mot import Prediction
+    from lerobot_aim.model.sampling import ChunkSchedule, sample_actions_given_video, sample_chunk
     from lerobot_aim.modeling_aim import AIMPolicy
     from lerobot_aim.processor_aim import OBS_RGB_CANVAS, OBS_VALUE_CANVAS
 
     policy = AIMPolicy.from_pretrained(path).eval()
     preprocessor, _ = make_pre_post_processors(policy.config, pretrained_path=str(path))
     cfg = policy.config
+    if video_steps is not None:
+        cfg.num_video_inference_steps = video_steps
+    schedule = ChunkSchedule.of(cfg)
     torch.manual_seed(seed)
     out = {
         "config": {
@@ -222,34 +270,55 @@ def run_policy(path: Path, episodes: list[dict], seed: int) -> dict:
             "use_state": cfg.use_state,
             "image_size": list(cfg.image_size),
             "frame_stride": cfg.frame_stride,
+            "video_steps": schedule.video_steps,
+            "action_steps": schedule.action_steps,
         },
         "episodes": [],
     }
     for episode in episodes:
         steps = episode["steps"]
-        batches = []
-        for s in steps:
-            batch = preprocessor({**s["obs"], "action": s["action"]})
-            batches.append(batch)
+        batches = [preprocessor({**s["obs"], "action": s["action"]}) for s in steps]
         rgb = [((b[OBS_RGB_CANVAS][0] + 1) / 2).clamp(0, 1).float().cpu().numpy() for b in batches]
         recorded = [canvas_map((b[OBS_VALUE_CANVAS][0] + 1) / 2) for b in batches]
         events = [e for _, e in episode["events"] if e < len(steps)]
         plans = {}
         planned = set(plan_steps(len(steps), cfg.frame_stride, events))
         policy.reset()
-        for t, batch in enumerate(batches):
-            policy.history.step = t
-            policy.history.record_frame(batch[OBS_RGB_CANVAS], t)
-            if t in planned:
-                actions = policy.predict_action_chunk(batch)[0]  # (chunk, A) normalised
-                target = torch.cat([b["action"][0][None] for b in batches[t : t + cfg.n_action_steps]])
-                error = float((actions[: len(target)] - target.to(actions)).square().mean())
-                maps = policy.decode_value_maps()[0] if policy.model.value is not None else None
-                plans[t] = {
-                    "maps": None if maps is None else [canvas_map(m) for m in maps],
-                    "action_mse": error,
-                }
-            policy.history.record_action(batch["action"][0][None].to(policy._device()), t)
+        with torch.no_grad():
+            for t, batch in enumerate(batches):
+                policy.history.step = t
+                policy.history.record_frame(batch[OBS_RGB_CANVAS], t)
+                if t in planned:
+                    target = torch.cat([b["action"][0][None] for b in batches[t : t + cfg.n_action_steps]])
+
+                    def error(actions: torch.Tensor, target=target) -> float:
+                        actions = actions[0].float()
+                        return float((actions[: len(target)] - target.to(actions)).square().mean())
+
+                    context, noise = policy.chunk_inputs(batch)
+                    with policy.compute_precision():
+                        pred, _ = sample_chunk(policy.model, context, noise, schedule)
+                    policy.remember(pred, context)
+                    errors = {"imagined": error(pred.actions)}
+                    maps = None
+                    if policy.model.value is not None:
+                        maps = [canvas_map(m) for m in policy.decode_value_maps()[0]]
+                        frames, _ = policy.history.context()
+                        future = [
+                            batches[min(t + (i + 1) * cfg.frame_stride, len(batches) - 1)][OBS_VALUE_CANVAS]
+                            for i in range(cfg.future_frames * policy._frozen.codec.temporal_stride)
+                        ]
+                        future = torch.stack(future, dim=1).to(frames)
+                        given = {"recorded": future, "blank": torch.full_like(future, -1.0)}
+                        for name, canvases in given.items():
+                            video = Prediction(pred.rgb, given_value_latents(policy, frames, canvases), None)
+                            with policy.compute_precision():
+                                actions = sample_actions_given_video(
+                                    policy.model, context, video, noise.actions, schedule
+                                )
+                            errors[name] = error(actions)
+                    plans[t] = {"maps": maps, "action_mse": errors}
+                policy.history.record_action(batch["action"][0][None].to(policy._device()), t)
         out["episodes"].append({"plans": plans, "recorded": recorded, "rgb": rgb})
     return out
 
@@ -385,6 +454,8 @@ class ValueMapsConfig:
     modes: list[str] = field(default_factory=lambda: list(MODES))
     # Held-out episodes on the contact sheet.
     sheet_episodes: int = 3
+    # Denoising steps of x and m (default: the checkpoint's; e.g. 1 to score one-step maps).
+    video_steps: int | None = None
 
     def __post_init__(self) -> None:
         check_at_least_one(
@@ -392,6 +463,8 @@ class ValueMapsConfig:
         )
         if unknown := sorted(set(self.modes) - set(MODES)):
             raise BenchmarkInputError(f"--modes: unknown {unknown}; choose from {list(MODES)}.")
+        if self.video_steps is not None and self.video_steps < 1:
+            raise BenchmarkInputError(f"--video_steps={self.video_steps}: at least 1 (or leave it unset).")
 
 
 @parser.wrap()
@@ -426,12 +499,13 @@ def value_maps(args: ValueMapsConfig) -> None:
     for mode in args.modes:
         path = bench / "train" / MODES[mode] / "checkpoints" / "last" / "pretrained_model"
         step = path.parent.resolve().name  # the checkpoint's step: a new checkpoint is run again
-        kept = bench / "value_maps" / f"{mode}_{step}_seed{args.seed}_{len(episodes)}ep.npz"
+        steps = "" if args.video_steps is None else f"_video{args.video_steps}"
+        kept = bench / "value_maps" / f"{mode}_{step}_seed{args.seed}_{len(episodes)}ep{steps}.npz"
         if kept.is_file():
             runs[mode] = load_run(kept)
         elif (path / "model.safetensors").is_file():
             print(f"{mode}: {path}", flush=True)
-            runs[mode] = run_policy(path, episodes, args.seed)
+            runs[mode] = run_policy(path, episodes, args.seed, args.video_steps)
             save_run(kept, runs[mode])
     if not runs:
         raise SystemExit(f"No AIM checkpoint under {bench / 'train'}: run benchmarks.success first.")
@@ -454,10 +528,11 @@ def value_maps(args: ValueMapsConfig) -> None:
             scores = None
         else:
             scores = score(lambda k, t, i, s, p=mode_plans: p[k][t]["maps"][i], mode_plans, held)
-        errors = [p["action_mse"] for ep in mode_plans for p in ep.values()]
+        errors = action_errors(mode_plans)
         results[mode] = {
             "config": runs[mode]["config"],
-            "action_mse": float(np.mean(errors)),
+            "action_mse": errors["imagined"]["mse"],
+            "action_mse_by_maps": errors,
             **(scores or {}),
         }
     same_task = {}
@@ -476,7 +551,9 @@ def value_maps(args: ValueMapsConfig) -> None:
             lambda k, t, i, s: recorded_maps[k][t], any_plans, held
         ),
     }
-    name = f"value_maps_{'cpu' if args.tasks == CPU_SUITE else args.tasks.replace(',', '+')}_{args.image_size}px_{device_tag('cpu')}"
+    suite = "cpu" if args.tasks == CPU_SUITE else args.tasks.replace(",", "+")
+    video = "" if args.video_steps is None else f"_video{args.video_steps}"
+    name = f"value_maps_{suite}_{args.image_size}px{video}_{device_tag('cpu')}"
     sheet = RESULTS / f"{name}.png"
     contact_sheet_of(episodes, recorded, plans, stride, num_frames, sheet, args.sheet_episodes)
     result = {
@@ -520,7 +597,12 @@ def table(result: dict) -> str:
     lines = [
         f"Held-out episodes: {result['heldout']['episodes']} (seeds {result['heldout']['seeds']}), "
         f"{result['heldout']['events']} interaction events; value-map schema {result['value_map_schema']}; "
-        f"commit {result['git']['commit'][:10]}; {result['machine_label']}.",
+        f"commit {result['git']['commit'][:10]}; {result['machine_label']}. Sampling (video / action steps): "
+        + ", ".join(
+            f"{mode} {r['config'].get('video_steps', '?')} / {r['config'].get('action_steps', '?')}"
+            for mode, r in result["modes"].items()
+        )
+        + ".",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -558,6 +640,24 @@ def table(result: dict) -> str:
         "prior), the recorded map of the planning step (not available to the policy). Contact sheet: "
         f"`{result['contact_sheet']}`."
     )
+    lines += [
+        "",
+        "Executed-action error (normalised units) by the value maps the action stream reads: its own "
+        "imagined ones (as online), the recorded future maps (an oracle) or blank maps (no intent), with the "
+        "same context and action noise; 95% intervals over episodes, the difference paired.",
+        "",
+        "| mode | value maps read | action MSE | difference to imagined |",
+        "|---|---|---|---|",
+    ]
+    for mode, r in result["modes"].items():
+        for name, e in r.get("action_mse_by_maps", {}).items():
+            low, high = e["interval"]
+            diff = (
+                f"{e['diff_vs_imagined']:+.4f} [{e['diff_interval'][0]:+.4f}, {e['diff_interval'][1]:+.4f}]"
+                if "diff_vs_imagined" in e
+                else ""
+            )
+            lines.append(f"| {mode} | {name} | {e['mse']:.4f} [{low:.4f}, {high:.4f}] | {diff} |")
     return "\n".join(lines)
 
 

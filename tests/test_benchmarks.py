@@ -192,7 +192,7 @@ def test_a_kept_value_map_run_reads_back_as_it_was_run(tmp_path):
 
     rng = np.random.default_rng(0)
     run = {"config": {"attention_mode": "wam", "frame_stride": 4}, "episodes": [{
-        "plans": {0: {"maps": list(rng.random((2, 8, 6))), "action_mse": 0.5}, 4: {"maps": None, "action_mse": 0.25}},
+        "plans": {0: {"maps": list(rng.random((2, 8, 6))), "action_mse": {"imagined": 0.5}}, 4: {"maps": None, "action_mse": {"imagined": 0.25}}},
         "recorded": list(rng.random((9, 8, 6))),
         "rgb": list(rng.integers(0, 256, (9, 3, 8, 6)) / 255),
     }]}  # fmt: skip
@@ -203,7 +203,7 @@ def test_a_kept_value_map_run_reads_back_as_it_was_run(tmp_path):
         np.stack(back["episodes"][0]["plans"][0]["maps"]),
         np.stack(run["episodes"][0]["plans"][0]["maps"]).astype(np.float32),
     )
-    assert back["episodes"][0]["plans"][4] == {"action_mse": 0.25, "maps": None}
+    assert back["episodes"][0]["plans"][4] == {"action_mse": {"imagined": 0.25}, "maps": None}
     np.testing.assert_allclose(
         np.stack(back["episodes"][0]["rgb"]), np.stack(run["episodes"][0]["rgb"]), atol=1e-6
     )
@@ -247,3 +247,78 @@ def test_inference_tradeoff_gives_intervals_and_a_paired_difference(tmp_path):
     joint = rows[1]
     assert joint["executed_diff"] == 0 and joint["executed_diff_interval"] == (0.0, 0.0)
     assert rows[0]["executed_mse"] != joint["executed_mse"]  # one video step is another computation
+
+
+def test_action_errors_average_episodes_and_pair_the_given_maps():
+    from benchmarks.value_maps import action_errors
+
+    def plan(imagined, recorded):
+        return {"maps": None, "action_mse": {"imagined": imagined, "recorded": recorded}}
+
+    plans = [{0: plan(1.0, 0.5), 4: plan(3.0, 1.5)}, {0: plan(4.0, 4.0)}]  # episode means 2 / 1, 4 / 4
+    errors = action_errors(plans)
+    assert errors["imagined"]["mse"] == 3.0 and errors["recorded"]["mse"] == 2.5
+    assert errors["recorded"]["diff_vs_imagined"] == -0.5  # (-1 + 0) / 2
+    half = 1.96 * np.std([-1.0, 0.0], ddof=1) / np.sqrt(2)
+    np.testing.assert_allclose(errors["recorded"]["diff_interval"], [-0.5 - half, -0.5 + half])
+    assert "diff_vs_imagined" not in errors["imagined"] and errors["imagined"]["episodes"] == 2
+
+
+def test_the_oracle_maps_are_the_training_targets_and_reach_the_actions(tmp_path):
+    """benchmarks.value_maps gives the action stream the recorded future maps, encoded from single
+    steps of the dataset: they are exactly the value latents a training sample of LeRobotDataset (its
+    delta timestamps, AIM's preprocessor, ``encode_sample``) asks the model to predict. Along an episode
+    every plan scores the imagined, recorded and blank maps, and the two given maps give other actions."""
+    from lerobot.datasets.factory import resolve_delta_timestamps
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from benchmarks.value_maps import given_value_latents, run_policy
+    from lerobot_aim.data.synthetic import make_synthetic_dataset
+    from lerobot_aim.modeling_aim import AIMPolicy
+    from lerobot_aim.processor_aim import OBS_RGB_CANVAS, OBS_VALUE_CANVAS
+    from tests.conftest import save_tiny_checkpoint
+
+    make_synthetic_dataset(tmp_path / "data", num_episodes=1, episode_length=20)
+    path = save_tiny_checkpoint(tmp_path / "ckpt", ["head"], image_hw=(32, 32), action_dim=2, state_dim=2)
+    policy = AIMPolicy.from_pretrained(path).eval()
+    cfg = policy.config
+    preprocessor, _ = make_pre_post_processors(cfg, pretrained_path=str(path))
+    root, repo = tmp_path / "data", "local/aim_synthetic"
+    windows = LeRobotDataset(
+        repo,
+        root=root,
+        delta_timestamps=resolve_delta_timestamps(cfg, LeRobotDatasetMetadata(repo, root=root)),
+    )
+    steps = LeRobotDataset(repo, root=root)
+    keys = ["observation.images.head", "observation.value_maps.head", "observation.state"]
+
+    def single(index):
+        item = steps[index]
+        return {**{k: item[k][None] for k in keys}, "task": [item["task"]], "action": item["action"][None]}
+
+    t, stride = 4, cfg.frame_stride  # the synthetic maps move at step 8
+    sample = windows[t]
+    target = policy.encode_sample(
+        preprocessor(
+            {**{k: v[None] for k, v in sample.items() if torch.is_tensor(v)}, "task": [sample["task"]]}
+        )
+    ).future.value
+    packed = {
+        s: preprocessor(single(s))
+        for s in range(t - stride * cfg.history_frames, t + stride * cfg.future_frames + 1, stride)
+    }
+    frames = torch.stack([packed[s][OBS_RGB_CANVAS][0] for s in sorted(packed) if s <= t])[None]
+    future = torch.stack([packed[s][OBS_VALUE_CANVAS][0] for s in sorted(packed) if s > t])[None]
+    torch.testing.assert_close(given_value_latents(policy, frames, future), target, rtol=1e-5, atol=1e-5)
+    stale = torch.stack([packed[s][OBS_VALUE_CANVAS][0] for s in (t, t + stride)])[None]  # one stride early
+    assert not torch.allclose(given_value_latents(policy, frames, stale), target, atol=1e-3)
+
+    episode = {"steps": [{"obs": (o := single(s)) and {k: v for k, v in o.items() if k != "action"}, "action": o["action"]} for s in range(20)], "events": []}  # fmt: skip
+    run = run_policy(path, [episode], seed=0)
+    plans = run["episodes"][0]["plans"]
+    assert sorted(plans) == [0, 4, 8, 12, 16]
+    for plan in plans.values():
+        assert set(plan["action_mse"]) == {"imagined", "recorded", "blank"}
+        assert all(np.isfinite(v) and v >= 0 for v in plan["action_mse"].values())
+        assert plan["action_mse"]["recorded"] != plan["action_mse"]["blank"]

@@ -6,7 +6,13 @@ import torch
 
 from lerobot_aim.model.flow_matching import flow_step_mean, gaussian_log_prob, inference_sigmas, sde_step_std
 from lerobot_aim.model.mot import Context, Prediction
-from lerobot_aim.model.sampling import ActionTrajectory, ChunkSchedule, sample_chunk, trajectory_log_probs
+from lerobot_aim.model.sampling import (
+    ActionTrajectory,
+    ChunkSchedule,
+    sample_actions_given_video,
+    sample_chunk,
+    trajectory_log_probs,
+)
 from lerobot_aim.modeling_aim import AIMPolicy
 from tests.conftest import with_one_camera
 
@@ -98,6 +104,41 @@ def test_fewer_video_steps_then_actions_alone_on_the_final_video(model):
     _, stochastic = _sample(model, 0.5, video_steps=2)
     ratio = torch.exp(trajectory_log_probs(model, stochastic) - stochastic.log_probs)
     assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-5)
+
+
+def test_actions_on_a_given_video_read_it_clean_at_every_step(model):
+    """sample_actions_given_video: every action step reads the given x and m at noise level 0 (checked
+    against a hand-written Euler loop of joint passes); x and m are not changed."""
+    cfg = model.config
+    context, noise = _inputs(model)
+    given = Prediction(noise.rgb * 0.5, noise.value * 0.5 + 1.0, None)
+    action_sigmas = inference_sigmas(cfg.num_inference_steps, cfg.action_infer_shift)
+    clean = torch.zeros(BATCH)
+    a = noise.actions
+    with torch.no_grad():
+        for i in range(cfg.num_inference_steps):
+            v = model(context, Prediction(given.rgb, given.value, a), clean, action_sigmas[i].expand(BATCH))
+            a = a + (action_sigmas[i + 1] - action_sigmas[i]) * v.actions
+    schedule = ChunkSchedule.of(cfg)
+    for use_cache in (True, False):
+        actions = sample_actions_given_video(model, context, given, noise.actions, schedule, use_cache)
+        torch.testing.assert_close(actions, a, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="action_noise=0"):
+        sample_actions_given_video(model, context, given, noise.actions, ChunkSchedule.of(cfg, action_noise=0.5))
+
+
+def test_given_value_maps_reach_the_actions(model):
+    """The actions read the value maps they are given (what the oracle and blank-map ablations of
+    benchmarks.value_maps rely on): other maps, other actions; the same maps, the same actions."""
+    context, noise = _inputs(model)
+    schedule = ChunkSchedule.of(model.config)
+
+    def actions(value):
+        return sample_actions_given_video(model, context, Prediction(noise.rgb, value, None), noise.actions, schedule)
+
+    base = actions(noise.value)
+    assert torch.equal(actions(noise.value.clone()), base)
+    assert not torch.allclose(actions(-noise.value), base, atol=1e-4)
 
 
 def test_each_step_is_the_stated_gaussian(model):

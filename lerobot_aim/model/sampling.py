@@ -193,13 +193,17 @@ class _VideoReader:
         return replace(video, actions=actions)
 
 
-def _action_step(reader: _VideoReader, i: int, x, m, a: Tensor, dtype) -> tuple[Prediction, Tensor, float]:
-    """Action step i from a_i (float32): the velocities (the video's while it denoises), and the
-    mean and standard deviation of the Gaussian that a_{i+1} is drawn from (std 0: the ODE step)."""
+def _action_step(
+    reader: _VideoReader, i: int, x, m, a: Tensor, dtype, video_state: int | None = None
+) -> tuple[Prediction, Tensor, float]:
+    """Action step i from a_i (float32), reading the video (x, m) at ``video_state`` (default: the
+    schedule's state of step i): the velocities (the video's while it denoises), and the mean and
+    standard deviation of the Gaussian that a_{i+1} is drawn from (std 0: the ODE step)."""
     schedule = reader.schedule
     sigmas = schedule.action_sigmas
     t, t_next = sigmas[i].item(), sigmas[i + 1].item()
-    v = reader.step(schedule.video_state(i), x, m, a.to(dtype), torch.full((a.shape[0],), t, device=a.device))
+    state = schedule.video_state(i) if video_state is None else video_state
+    v = reader.step(state, x, m, a.to(dtype), torch.full((a.shape[0],), t, device=a.device))
     mean = flow_step_mean(a, v.actions, t, t_next, schedule.action_diffusion[i].item())
     return v, mean, schedule.action_std[i].item()
 
@@ -252,6 +256,31 @@ def sample_chunk(
         schedule=schedule,
     )
     return prediction, trajectory
+
+
+@torch.no_grad()
+def sample_actions_given_video(
+    model: AIMTransformer,
+    context: Context,
+    video: Prediction,
+    noise_actions: Tensor,
+    schedule: ChunkSchedule,
+    use_cache: bool = True,
+) -> Tensor:
+    """(B, chunk, A) actions denoised by the ODE from ``noise_actions`` when the future is given, not
+    imagined: every action step reads ``video`` (clean x and m, noise level 0) as the steps after the
+    last video step of :func:`sample_chunk` read the final video.
+
+    What the action stream makes of other value maps than its own (the recorded ones, blank ones) is
+    measured with it (``benchmarks.value_maps``)."""
+    if schedule.action_noise:
+        raise ValueError("sample_actions_given_video runs the ODE: give a schedule with action_noise=0.")
+    dtype = context.obs_latents.dtype
+    reader = _VideoReader(model, context, schedule, use_cache)
+    a = noise_actions.float()
+    for i in range(schedule.action_steps):
+        _, a, _ = _action_step(reader, i, video.rgb, video.value, a, dtype, video_state=schedule.video_steps)
+    return a.to(dtype)
 
 
 def trajectory_log_probs(
