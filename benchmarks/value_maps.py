@@ -111,7 +111,9 @@ def action_errors(plans: list[dict]) -> dict:
     """Executed-action error per way of giving the actions their value maps (``imagined``, and with a
     value stream ``recorded`` / ``blank``): the mean over episodes of each episode's mean over its
     chunks, with a 95% interval over episodes, and for the given maps the paired difference to the
-    imagined ones (same chunks, same noise). ``plans``: per episode, planning step -> plan."""
+    imagined ones and the recorded maps' to the blank ones (both clean: the effect of the maps'
+    content alone), each paired (same chunks, same noise). ``plans``: per episode, planning step ->
+    plan."""
     per_episode = [
         {
             name: float(np.mean([p["action_mse"][name] for p in episode.values()]))
@@ -125,9 +127,10 @@ def action_errors(plans: list[dict]) -> dict:
         values = np.array([e[name] for e in per_episode])
         mse, interval = mean_interval(values)
         out[name] = {"mse": mse, "interval": interval, "episodes": len(values)}
-        if name != "imagined":
-            diff, diff_interval = mean_interval(values - np.array([e["imagined"] for e in per_episode]))
-            out[name].update(diff_vs_imagined=diff, diff_interval=diff_interval)
+        for reference in {"imagined": (), "blank": ("imagined",)}.get(name, ("imagined", "blank")):
+            if reference in per_episode[0]:
+                diff, interval = mean_interval(values - np.array([e[reference] for e in per_episode]))
+                out[name][f"diff_vs_{reference}"] = {"mean": diff, "interval": interval}
     return out
 
 
@@ -646,18 +649,20 @@ def table(result: dict) -> str:
         "imagined ones (as online), the recorded future maps (an oracle) or blank maps (no intent), with the "
         "same context and action noise; 95% intervals over episodes, the difference paired.",
         "",
-        "| mode | value maps read | action MSE | difference to imagined |",
-        "|---|---|---|---|",
+        "| mode | value maps read | action MSE | difference to imagined | difference to blank |",
+        "|---|---|---|---|---|",
     ]
+
+    def paired(d: dict | None) -> str:
+        return "" if d is None else f"{d['mean']:+.4f} [{d['interval'][0]:+.4f}, {d['interval'][1]:+.4f}]"
+
     for mode, r in result["modes"].items():
         for name, e in r.get("action_mse_by_maps", {}).items():
             low, high = e["interval"]
-            diff = (
-                f"{e['diff_vs_imagined']:+.4f} [{e['diff_interval'][0]:+.4f}, {e['diff_interval'][1]:+.4f}]"
-                if "diff_vs_imagined" in e
-                else ""
+            lines.append(
+                f"| {mode} | {name} | {e['mse']:.4f} [{low:.4f}, {high:.4f}] | "
+                f"{paired(e.get('diff_vs_imagined'))} | {paired(e.get('diff_vs_blank'))} |"
             )
-            lines.append(f"| {mode} | {name} | {e['mse']:.4f} [{low:.4f}, {high:.4f}] | {diff} |")
     return "\n".join(lines)
 
 

@@ -252,16 +252,22 @@ def test_inference_tradeoff_gives_intervals_and_a_paired_difference(tmp_path):
 def test_action_errors_average_episodes_and_pair_the_given_maps():
     from benchmarks.value_maps import action_errors
 
-    def plan(imagined, recorded):
-        return {"maps": None, "action_mse": {"imagined": imagined, "recorded": recorded}}
+    def plan(imagined, recorded, blank):
+        return {"maps": None, "action_mse": {"imagined": imagined, "recorded": recorded, "blank": blank}}
 
-    plans = [{0: plan(1.0, 0.5), 4: plan(3.0, 1.5)}, {0: plan(4.0, 4.0)}]  # episode means 2 / 1, 4 / 4
+    # episode means: imagined 2 / 4, recorded 1 / 4, blank 2 / 6
+    plans = [{0: plan(1.0, 0.5, 1.0), 4: plan(3.0, 1.5, 3.0)}, {0: plan(4.0, 4.0, 6.0)}]
     errors = action_errors(plans)
     assert errors["imagined"]["mse"] == 3.0 and errors["recorded"]["mse"] == 2.5
-    assert errors["recorded"]["diff_vs_imagined"] == -0.5  # (-1 + 0) / 2
+    assert errors["recorded"]["diff_vs_imagined"]["mean"] == -0.5  # (-1 + 0) / 2
     half = 1.96 * np.std([-1.0, 0.0], ddof=1) / np.sqrt(2)
-    np.testing.assert_allclose(errors["recorded"]["diff_interval"], [-0.5 - half, -0.5 + half])
-    assert "diff_vs_imagined" not in errors["imagined"] and errors["imagined"]["episodes"] == 2
+    np.testing.assert_allclose(errors["recorded"]["diff_vs_imagined"]["interval"], [-0.5 - half, -0.5 + half])
+    assert errors["recorded"]["diff_vs_blank"]["mean"] == -1.5  # (-1 - 2) / 2
+    assert errors["blank"]["diff_vs_imagined"]["mean"] == 1.0 and "diff_vs_blank" not in errors["blank"]
+    assert (
+        not {"diff_vs_imagined", "diff_vs_blank"} & set(errors["imagined"])
+        and errors["imagined"]["episodes"] == 2
+    )
 
 
 def test_the_oracle_maps_are_the_training_targets_and_reach_the_actions(tmp_path):
