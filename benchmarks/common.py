@@ -79,3 +79,11 @@ def check_at_least_one(**settings: int) -> None:
     bad = [f"--{name}={value}" for name, value in settings.items() if value < 1]
     if bad:
         raise BenchmarkInputError(f"{', '.join(bad)}: must be at least 1.")
+
+
+def mean_interval(values: torch.Tensor) -> tuple[float, tuple[float, float]]:
+    """Mean of values (per frame, per episode) and its 95% normal interval (1.96 standard errors; NaN
+    with one value)."""
+    mean = values.mean().item()
+    half = 1.96 * values.std().item() / len(values) ** 0.5 if len(values) > 1 else float("nan")
+    return mean, (mean - half, mean + half)

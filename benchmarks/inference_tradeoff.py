@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from benchmarks.chunk_flops import chunk_flops
 from benchmarks.chunk_latency import ScheduleGrid, inputs, time_call
-from benchmarks.common import device_tag, write
+from benchmarks.common import device_tag, mean_interval, write
 from benchmarks.param_count import latent_channels
 from lerobot_aim.model import Prediction, sample_chunk
 
@@ -96,13 +96,6 @@ def offline_errors(policy, preprocessor, dataset, schedules, cfg) -> list[dict]:
             )
         rows.append(row)
     return rows
-
-
-def mean_interval(values: torch.Tensor) -> tuple[float, tuple[float, float]]:
-    """Mean of per-frame values and its 95% normal interval (1.96 standard errors)."""
-    mean = values.mean().item()
-    half = 1.96 * values.std().item() / len(values) ** 0.5 if len(values) > 1 else float("nan")
-    return mean, (mean - half, mean + half)
 
 
 @parser.wrap()

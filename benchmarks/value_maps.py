@@ -42,7 +42,14 @@ import numpy as np
 import torch
 from lerobot.configs import parser
 
-from benchmarks.common import RESULTS, BenchmarkInputError, check_at_least_one, device_tag, write
+from benchmarks.common import (
+    RESULTS,
+    BenchmarkInputError,
+    check_at_least_one,
+    device_tag,
+    mean_interval,
+    write,
+)
 from benchmarks.success import CPU_SUITE, ROOT, dataset_value_map_schema, git_commit
 from lerobot_aim.cli import run_command
 
@@ -100,13 +107,6 @@ def summarise(entries: list[dict]) -> dict:
     }
 
 
-def mean_interval(values: np.ndarray) -> tuple[float, list[float]]:
-    """Mean and its 95% normal interval (1.96 standard errors; a point when there is one value)."""
-    values = np.asarray(values, np.float64)
-    half = 1.96 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return float(values.mean()), [float(values.mean() - half), float(values.mean() + half)]
-
-
 def action_errors(plans: list[dict]) -> dict:
     """Executed-action error per way of giving the actions their value maps (``imagined``, and with a
     value stream ``recorded`` / ``blank``): the mean over episodes of each episode's mean over its
@@ -124,12 +124,13 @@ def action_errors(plans: list[dict]) -> dict:
     ]
     out = {}
     for name in per_episode[0]:
-        values = np.array([e[name] for e in per_episode])
+        values = torch.tensor([e[name] for e in per_episode], dtype=torch.float64)
         mse, interval = mean_interval(values)
         out[name] = {"mse": mse, "interval": interval, "episodes": len(values)}
         for reference in {"imagined": (), "blank": ("imagined",)}.get(name, ("imagined", "blank")):
             if reference in per_episode[0]:
-                diff, interval = mean_interval(values - np.array([e[reference] for e in per_episode]))
+                others = torch.tensor([e[reference] for e in per_episode], dtype=torch.float64)
+                diff, interval = mean_interval(values - others)
                 out[name][f"diff_vs_{reference}"] = {"mean": diff, "interval": interval}
     return out
 
@@ -246,6 +247,13 @@ def given_value_latents(policy, frames: torch.Tensor, value_canvases: torch.Tens
     )
 
 
+def executed_error(actions: torch.Tensor, target: torch.Tensor) -> float:
+    """MSE of a chunk's (1, chunk, A) actions against the (n, A) recorded ones it is executed for
+    (n <= n_action_steps: fewer at the episode's end), normalised units."""
+    actions = actions[0].float()
+    return float((actions[: len(target)] - target.to(actions)).square().mean())
+
+
 def run_policy(path: Path, episodes: list[dict], seed: int, video_steps: int | None = None) -> dict:
     """Along every episode: per planning step the predicted maps (None without a value stream), the
     recorded canvases, the RGB canvases and the executed-action error of the chunk, sampled as online
@@ -293,16 +301,11 @@ def run_policy(path: Path, episodes: list[dict], seed: int, video_steps: int | N
                 policy.history.record_frame(batch[OBS_RGB_CANVAS], t)
                 if t in planned:
                     target = torch.cat([b["action"][0][None] for b in batches[t : t + cfg.n_action_steps]])
-
-                    def error(actions: torch.Tensor, target=target) -> float:
-                        actions = actions[0].float()
-                        return float((actions[: len(target)] - target.to(actions)).square().mean())
-
                     context, noise = policy.chunk_inputs(batch)
                     with policy.compute_precision():
                         pred, _ = sample_chunk(policy.model, context, noise, schedule)
                     policy.remember(pred, context)
-                    errors = {"imagined": error(pred.actions)}
+                    errors = {"imagined": executed_error(pred.actions, target)}
                     maps = None
                     if policy.model.value is not None:
                         maps = [canvas_map(m) for m in policy.decode_value_maps()[0]]
@@ -319,7 +322,7 @@ def run_policy(path: Path, episodes: list[dict], seed: int, video_steps: int | N
                                 actions = sample_actions_given_video(
                                     policy.model, context, video, noise.actions, schedule
                                 )
-                            errors[name] = error(actions)
+                            errors[name] = executed_error(actions, target)
                     plans[t] = {"maps": maps, "action_mse": errors}
                 policy.history.record_action(batch["action"][0][None].to(policy._device()), t)
         out["episodes"].append({"plans": plans, "recorded": recorded, "rgb": rgb})
