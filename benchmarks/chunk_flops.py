@@ -68,8 +68,10 @@ def main(cfg: ChunkFlopsConfig) -> None:
         }
         rows.append(row)
     reference = next((r for r in rows if (r["video_steps"], r["action_steps"]) == (10, 10)), rows[0])
+    default = (config.video_inference_steps, config.num_inference_steps)
     for r in rows:
         r["share_of_joint_10"] = r["cached_gflop"] / reference["cached_gflop"]
+        r["preset_default"] = (r["video_steps"], r["action_steps"]) == default
     grid = (
         context.obs_latents.shape[-2]
         * context.obs_latents.shape[-1]
@@ -87,14 +89,15 @@ def main(cfg: ChunkFlopsConfig) -> None:
         f"Tokens: {tokens}\n\n| video steps | action steps | cached (GFLOP) | uncached (GFLOP) | share of the "
         "joint 10-step chunk (cached) | H100 lower bound, cached (ms) |\n|---|---|---|---|---|---|\n"
     ) + "\n".join(
-        f"| {r['video_steps']} | {r['action_steps']} | {r['cached_gflop']:.4g} | {r['uncached_gflop']:.4g} | "
+        f"| {r['video_steps']}{' (default)' if r['preset_default'] else ''} | {r['action_steps']} | {r['cached_gflop']:.4g} | {r['uncached_gflop']:.4g} | "
         f"{r['share_of_joint_10']:.3f} | {r['h100_min_ms_cached']:.3g} |"
         for r in rows
     )
     table += (
         f"\n\nCounted by torch.utils.flop_counter on the meta device (matrix products and attention; "
         f"element-wise work is not counted). Lower bound: FLOPs / {H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s "
-        "(dense bf16 peak of an H100 SXM); the frozen codec and text encoder are not included."
+        "(dense bf16 peak of an H100 SXM); the frozen codec and text encoder are not included. "
+        f"(default): the preset's schedule ({default[0]} video / {default[1]} action steps)."
     )
     name = f"chunk_flops_{cfg.preset}_h{config.history_frames}"
     result = {
@@ -102,6 +105,7 @@ def main(cfg: ChunkFlopsConfig) -> None:
         "views": cfg.views,
         "history_frames": config.history_frames,
         "tokens": tokens,
+        "default_schedule": {"video_steps": default[0], "action_steps": default[1]},
         "rows": rows,
     }
     path = write(name, result, table)
