@@ -270,11 +270,13 @@ def learning_curve(log_text: str, log_freq: int, batch_size: int) -> list[dict]:
     return [points[s] for s in sorted(points)]
 
 
-def best_of(rows: dict[str, dict], pair: tuple[str, str]) -> str | None:
-    """The method of ``pair`` with the higher overall success (the first, paper-faithful one on a tie)."""
-    if not all(name in rows for name in pair):
+def best_of(rows: dict[str, dict], pair: tuple[str, str], requested: list[str]) -> str | None:
+    """The method of ``pair`` with the higher overall success (the first, paper-faithful one on a tie),
+    among those of the pair that were ``requested``; None until each of those has its row."""
+    candidates = [name for name in pair if name in requested]
+    if not candidates or not all(name in rows for name in candidates):
         return None
-    return max(pair, key=lambda name: (rows[name]["success"], name == pair[0]))
+    return max(candidates, key=lambda name: (rows[name]["success"], name == pair[0]))
 
 
 def git_commit() -> dict:
@@ -479,7 +481,7 @@ def success(args: SuccessConfig) -> None:
             rows[name] = row
 
     grpo = None
-    chosen = best_of(rows, STATE_PAIR)
+    chosen = best_of(rows, STATE_PAIR, methods)
     if args.grpo_iterations > 0 and chosen is not None:
         choice_file = out / "grpo_from.txt"  # keep the choice across reruns
         if not choice_file.is_file() and not args.partial:
@@ -591,7 +593,7 @@ def comparisons(rows: dict[str, dict]) -> list[str]:
             lines.append(f"- intent_causal >= {other}: {side(ic)} vs {side(other)}")
     if all(m in rows for m in STATE_PAIR):
         lines.append(
-            f"- state: {side(STATE_PAIR[0])} vs {side(STATE_PAIR[1])}; better: {best_of(rows, STATE_PAIR)}"
+            f"- state: {side(STATE_PAIR[0])} vs {side(STATE_PAIR[1])}; better: {best_of(rows, STATE_PAIR, list(STATE_PAIR))}"
         )
     return lines
 

@@ -117,9 +117,11 @@ def test_success_counts_and_the_better_state_variant():
     info = {"per_task": [{"task_group": "hard", "task_id": 1, "metrics": {"successes": [True, False, True]}}]}
     assert counts_by_task(info, groups) == {"pick-place-v3": (2, 3)}
     rows = {"a": {"success": 50.0}, "b": {"success": 50.0}}
-    assert best_of(rows, ("a", "b")) == "a"  # a tie keeps the paper-faithful first one
+    assert best_of(rows, ("a", "b"), ["a", "b"]) == "a"  # a tie keeps the paper-faithful first one
     rows["b"]["success"] = 55.0
-    assert best_of(rows, ("a", "b")) == "b" and best_of(rows, ("a", "c")) is None
+    assert best_of(rows, ("a", "b"), ["a", "b"]) == "b" and best_of(rows, ("a", "c"), ["a", "c"]) is None
+    assert best_of(rows, ("a", "c"), ["a"]) == "a"  # Stage II from the only one of the pair trained
+    assert best_of(rows, ("a", "b"), ["act"]) is None
     features = {"observation.images.head": {}, "observation.images.wrist": {},
                 "observation.value_maps.head": {"info": {"aim.value_map_schema": 2, "aim.head_camera": "head"}},
                 "observation.value_maps.wrist": {"info": {"aim.value_map_schema": 1}}}  # fmt: skip
