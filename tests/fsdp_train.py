@@ -10,9 +10,16 @@ precision), and adds the two things LeRobot main does for FSDP2 policies: it reg
 ``policy.forward`` (which lerobot-train calls directly, bypassing the hooks of ``__call__``) as an
 FSDP forward method, and it gathers the full model and optimizer state dicts for checkpoints with
 ``torch.distributed.checkpoint`` (0.6.1's gatherer uses FSDP1's API). Everything else is lerobot-train.
+
+Once the run and its checkpoints are complete, each rank leaves after a barrier without the
+interpreter's teardown: there gloo's worker threads, still referenced by FSDP2's device mesh, now and
+then abort the process (``terminate called without an active exception``, SIGABRT; see
+pytorch/pytorch#179291), which failed a CI run whose training and checkpoints were complete.
 """
 
+import logging
 import os
+import sys
 
 import lerobot.scripts.lerobot_train as lerobot_train
 from accelerate import Accelerator, FullyShardedDataParallelPlugin
@@ -54,6 +61,15 @@ def main() -> None:
         return prepared
 
     accelerator.prepare = prepare_and_register
+
+    def end_training_and_exit() -> None:
+        accelerator.wait_for_everyone()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    accelerator.end_training = end_training_and_exit
     lerobot_train.gather_fsdp_state_dicts = gather_full_state_dicts
     lerobot_train.train(accelerator=accelerator)
 
