@@ -695,7 +695,8 @@ def plot(rows: list[dict], path: Path) -> None:
         values = [r["success"], *r["per_task"].values()]
         low = [r["interval"][0], *(r["per_task_interval"][t][0] for t in r["per_task"])]
         high = [r["interval"][1], *(r["per_task_interval"][t][1] for t in r["per_task"])]
-        err = np.array([np.subtract(values, low), np.subtract(high, values)])
+        # Wilson bounds are rounded, so at 0% or 100% one may sit a hair past the value.
+        err = np.clip([np.subtract(values, low), np.subtract(high, values)], 0, None)
         ax.bar(
             np.arange(len(columns)) + i * width,
             values,
