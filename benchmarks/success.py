@@ -234,7 +234,8 @@ def wilson_interval(success_pc: float, n: int, z: float = 1.96) -> tuple[float, 
     p = success_pc / 100
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     low, high = 100 * (centre - half) / (1 + z * z / n), 100 * (centre + half) / (1 + z * z / n)
-    return max(0.0, low), min(100.0, high)
+    # At 0% or 100% one bound equals the rate analytically; rounding may put it a hair past it.
+    return max(0.0, min(low, success_pc)), min(100.0, max(high, success_pc))
 
 
 TRAIN_LOG = re.compile(
@@ -270,10 +271,10 @@ def learning_curve(log_text: str, log_freq: int, batch_size: int) -> list[dict]:
     return [points[s] for s in sorted(points)]
 
 
-def best_of(rows: dict[str, dict], pair: tuple[str, str], requested: list[str]) -> str | None:
+def best_of(rows: dict[str, dict], pair: tuple[str, str], requested: list[str] | None = None) -> str | None:
     """The method of ``pair`` with the higher overall success (the first, paper-faithful one on a tie),
-    among those of the pair that were ``requested``; None until each of those has its row."""
-    candidates = [name for name in pair if name in requested]
+    among those of the pair that were ``requested`` (default: both); None until each has its row."""
+    candidates = [name for name in pair if requested is None or name in requested]
     if not candidates or not all(name in rows for name in candidates):
         return None
     return max(candidates, key=lambda name: (rows[name]["success"], name == pair[0]))
@@ -593,7 +594,7 @@ def comparisons(rows: dict[str, dict]) -> list[str]:
             lines.append(f"- intent_causal >= {other}: {side(ic)} vs {side(other)}")
     if all(m in rows for m in STATE_PAIR):
         lines.append(
-            f"- state: {side(STATE_PAIR[0])} vs {side(STATE_PAIR[1])}; better: {best_of(rows, STATE_PAIR, list(STATE_PAIR))}"
+            f"- state: {side(STATE_PAIR[0])} vs {side(STATE_PAIR[1])}; better: {best_of(rows, STATE_PAIR)}"
         )
     return lines
 
@@ -695,8 +696,7 @@ def plot(rows: list[dict], path: Path) -> None:
         values = [r["success"], *r["per_task"].values()]
         low = [r["interval"][0], *(r["per_task_interval"][t][0] for t in r["per_task"])]
         high = [r["interval"][1], *(r["per_task_interval"][t][1] for t in r["per_task"])]
-        # Wilson bounds are rounded, so at 0% or 100% one may sit a hair past the value.
-        err = np.clip([np.subtract(values, low), np.subtract(high, values)], 0, None)
+        err = [np.subtract(values, low), np.subtract(high, values)]
         ax.bar(
             np.arange(len(columns)) + i * width,
             values,

@@ -39,6 +39,18 @@ def test_success_intervals_are_wilson_score_intervals():
     assert 33.1 < low < 33.2 and 66.8 < high < 66.9  # 15 of 30 episodes: 33.2-66.8%
     assert wilson_interval(0.0, 30)[0] == 0.0 and wilson_interval(100.0, 30)[1] == 100.0
     assert wilson_interval(0.0, 30)[1] > 10.0  # no success in 30 episodes still allows 11%
+    z2 = 1.96**2  # 0 of n: the upper bound is z^2 / (n + z^2) in closed form (16.1% for n = 20)
+    assert abs(wilson_interval(0.0, 20)[1] - 100 * z2 / (20 + z2)) < 1e-9
+
+
+def test_success_intervals_contain_the_measured_rate():
+    # The Wilson interval always contains the observed rate; at 0 and n successes it touches it. The
+    # plot draws error bars as value - low and high - value, which must never be negative.
+    for n in (1, 3, 7, 20, 30, 49, 50):
+        for k in range(n + 1):
+            rate = 100.0 * k / n
+            low, high = wilson_interval(rate, n)
+            assert 0.0 <= low <= rate <= high <= 100.0, (k, n, low, high)
 
 
 def _checkpoint(train_dir, step, total_steps):
@@ -117,7 +129,7 @@ def test_success_counts_and_the_better_state_variant():
     info = {"per_task": [{"task_group": "hard", "task_id": 1, "metrics": {"successes": [True, False, True]}}]}
     assert counts_by_task(info, groups) == {"pick-place-v3": (2, 3)}
     rows = {"a": {"success": 50.0}, "b": {"success": 50.0}}
-    assert best_of(rows, ("a", "b"), ["a", "b"]) == "a"  # a tie keeps the paper-faithful first one
+    assert best_of(rows, ("a", "b")) == "a"  # a tie keeps the paper-faithful first one
     rows["b"]["success"] = 55.0
     assert best_of(rows, ("a", "b"), ["a", "b"]) == "b" and best_of(rows, ("a", "c"), ["a", "c"]) is None
     assert best_of(rows, ("a", "c"), ["a"]) == "a"  # Stage II from the only one of the pair trained
