@@ -234,7 +234,7 @@ def wilson_interval(success_pc: float, n: int, z: float = 1.96) -> tuple[float, 
     p = success_pc / 100
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     low, high = 100 * (centre - half) / (1 + z * z / n), 100 * (centre + half) / (1 + z * z / n)
-    # At 0% or 100% one bound equals the rate analytically; rounding may put it a hair past it.
+    # At 0% or 100% one bound equals the rate analytically; floating-point error may put it a hair past it.
     return max(0.0, min(low, success_pc)), min(100.0, max(high, success_pc))
 
 
@@ -696,7 +696,7 @@ def plot(rows: list[dict], path: Path) -> None:
         values = [r["success"], *r["per_task"].values()]
         low = [r["interval"][0], *(r["per_task_interval"][t][0] for t in r["per_task"])]
         high = [r["interval"][1], *(r["per_task_interval"][t][1] for t in r["per_task"])]
-        err = [np.subtract(values, low), np.subtract(high, values)]
+        err = np.array([np.subtract(values, low), np.subtract(high, values)])
         ax.bar(
             np.arange(len(columns)) + i * width,
             values,
